@@ -1,0 +1,496 @@
+"""The one module that touches the AWS Durable Execution SDK.
+
+Importing :mod:`durable_semaphore` calls :func:`install`, which wraps ``DurableContext.map`` and
+``DurableContext.parallel`` once. The wrappers do nothing unless the call's ``config`` is one of
+our :class:`MapConfig` / :class:`ParallelConfig` with a ``limiter``: then every branch function is
+wrapped so it
+
+1. acquires a lease through ONE durable operation, ``wait_for_condition``, whose first check
+   runs at once and whose retries wait durably with the limiter's backoff (no thread blocks;
+   when every branch waits, the execution suspends);
+2. on replay gets the checkpointed result back and renews its lease best-effort (renew never
+   takes a new slot);
+3. runs the body and releases the lease once the branch is terminal (returned, or raised a real
+   failure), never on a suspension or a retryable ``InvocationError``.
+
+When the map or parallel itself finishes, leases still held by its branches (branches abandoned
+by early completion) are swept by holder-id prefix.
+
+Why wrap branches instead of subclassing the executor: the SDK's plugins only observe, and the
+executor has no admission hook, so gating there needs private names that changed between 1.x
+and 3.x. Wrapping the branch function uses public API (``wait_for_condition``) on both lines.
+The few private reads left (the next operation id, the branch context's id prefix) are checked
+against each other at run time and fail loudly if the SDK changes them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import hashlib
+import inspect
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+import aws_durable_execution_sdk_python.config as _sdk_config
+from aws_durable_execution_sdk_python.config import Duration, ParallelBranch
+from aws_durable_execution_sdk_python.context import DurableContext
+from aws_durable_execution_sdk_python.exceptions import (
+    InvocationError,
+    OrphanedChildException,
+)
+from aws_durable_execution_sdk_python.waits import (
+    WaitForConditionConfig,
+    WaitForConditionDecision,
+)
+
+from durable_semaphore.errors import (
+    ContentionError,
+    DurableSemaphoreError,
+    UnsupportedSDKVersionError,
+)
+from durable_semaphore.limiter import (
+    DynamoDBLimiter,
+    LimiterSpec,
+    resolve_limiter,
+    validate_limiter_spec,
+)
+
+__all__ = [
+    "ACQUIRE_OPERATION_NAME",
+    "SUPPORTED_SDK_RANGE",
+    "MapConfig",
+    "NestedLimiterError",
+    "ParallelConfig",
+    "check_sdk_version",
+    "install",
+    "is_installed",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SDK_DISTRIBUTION = "aws-durable-execution-sdk-python"
+#: Inclusive lower, exclusive upper bound; keep in step with pyproject's dependency.
+SUPPORTED_SDK_RANGE: tuple[tuple[int, int], tuple[int, int]] = ((1, 7), (4, 0))
+#: Name of the durable operation that acquires a branch's lease (visible in the history).
+ACQUIRE_OPERATION_NAME = "durable-semaphore-acquire"
+_HOOK_SENTINEL = "__durable_semaphore_hook__"
+
+
+class NestedLimiterError(DurableSemaphoreError):
+    """A map/parallel asked for a key that the branch calling it already holds.
+
+    Waiting for a second slot on a key you hold deadlocks once every slot is held by a parent
+    waiting for its children, so the nested call is refused instead (deterministically, before
+    any durable operation starts).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"nested map/parallel uses limiter key {key!r}, which the enclosing branch already "
+            "holds; this could deadlock. Use a different named limiter (or limiter='dynamodb', "
+            "whose key is per operation) for the inner map, or limit only one level"
+        )
+
+
+# -- version check ---------------------------------------------------------------------------
+
+
+def _parse_version(version: str) -> tuple[int, int]:
+    match = re.match(r"^\s*(\d+)(?:\.(\d+))?", version)
+    if match is None:
+        raise UnsupportedSDKVersionError(
+            f"cannot parse {SDK_DISTRIBUTION} version {version!r}; "
+            f"durable-semaphore supports >=1.7,<4"
+        )
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def check_sdk_version(version: str | None = None) -> str:
+    """Raise :class:`UnsupportedSDKVersionError` unless the SDK version is in the supported range.
+
+    The hook relies on how branch contexts and operation ids work; outside the tested range
+    that may silently stop limiting, which is worse than failing at import.
+    """
+    if version is None:
+        try:
+            version = metadata.version(SDK_DISTRIBUTION)
+        except metadata.PackageNotFoundError:
+            from aws_durable_execution_sdk_python.__about__ import __version__
+
+            version = str(__version__)
+    low, high = SUPPORTED_SDK_RANGE
+    parsed = _parse_version(version)
+    if not (low <= parsed < high):
+        raise UnsupportedSDKVersionError(
+            f"{SDK_DISTRIBUTION} {version} is not supported by durable-semaphore "
+            f"(supported: >={low[0]}.{low[1]},<{high[0]})"
+        )
+    return version
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapConfig(_sdk_config.MapConfig[T], Generic[T]):
+    """The SDK's ``MapConfig`` plus ``limiter``: None (SDK behaviour), ``"dynamodb"`` (lease per
+    branch, limit ``max_concurrency``, scoped to this map of this execution) or a
+    :class:`DynamoDBLimiter` (a named limit shared across executions)."""
+
+    limiter: LimiterSpec = None
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        validate_limiter_spec(self.limiter, self.max_concurrency)
+
+
+@dataclass(frozen=True)
+class ParallelConfig(_sdk_config.ParallelConfig):
+    """The SDK's ``ParallelConfig`` plus ``limiter`` (see :class:`MapConfig`)."""
+
+    limiter: LimiterSpec = None
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        validate_limiter_spec(self.limiter, self.max_concurrency)
+
+
+# -- per-call scope --------------------------------------------------------------------------
+
+#: Keys held by the branch body running in this thread; used to refuse self-deadlocking nesting.
+_HELD_KEYS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "durable_semaphore_held_keys", default=frozenset()
+)
+
+
+@dataclass
+class _Scope:
+    """Everything the branches of one gated map/parallel call share."""
+
+    limiter: DynamoDBLimiter
+    execution_arn: str
+    operation_id: str
+    key: str
+    limit: int
+    held_outside: frozenset[str]
+    closed: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    @property
+    def holder_prefix(self) -> str:
+        return self.limiter.holder_prefix(self.execution_arn, self.operation_id)
+
+    def branch_operation_id(self, index: int) -> str:
+        # The SDK derives a branch's id from the map's id and the branch index; this is the
+        # same derivation, cross-checked against the branch context in _run_gated.
+        return hashlib.blake2b(f"{self.operation_id}-{index}".encode()).hexdigest()[:64]
+
+
+def _execution_arn(ctx: DurableContext) -> str:
+    execution_context = getattr(ctx, "execution_context", None)
+    arn = getattr(execution_context, "durable_execution_arn", None)
+    if not arn:
+        arn = ctx.state.durable_execution_arn
+    return str(arn)
+
+
+def _next_operation_id(ctx: DurableContext) -> str:
+    """The id the next operation on ``ctx`` (the map/parallel we are about to call) will take."""
+    peek = getattr(ctx, "_peek_next_operation_id", None)
+    if peek is None:  # pragma: no cover - guarded by the version check
+        raise UnsupportedSDKVersionError(
+            "DurableContext._peek_next_operation_id is missing; this SDK version is not supported"
+        )
+    return str(peek())
+
+
+_TRANSIENT_AWS_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+        "LimitExceededException",
+    }
+)
+
+
+def _is_transient(exc: Exception) -> bool:
+    """True for store errors worth another attempt later rather than failing the branch."""
+    if isinstance(exc, ContentionError):
+        return True
+    if isinstance(exc, DurableSemaphoreError):
+        return False  # our refusals (missing table, bad argument) do not heal by waiting
+    try:
+        from botocore.exceptions import (
+            ClientError,
+            ConnectionClosedError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return False
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
+        return True
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return code in _TRANSIENT_AWS_CODES or status >= 500
+    return False
+
+
+def _is_terminal(exc: BaseException) -> bool:
+    """Whether an exception leaving a branch body (or a map) ends it for good.
+
+    Suspensions (``SuspendExecution`` and ``TimedSuspendExecution``, both BaseException), the
+    SDK's background-thread error, and a retryable ``InvocationError`` (the invocation is retried
+    with no FAIL checkpoint) are not terminal: the branch is still in flight and keeps its lease.
+    ``OrphanedChildException`` (also BaseException) means the map finished without this branch,
+    so its lease goes. Any other ``Exception`` is a real failure (retries exhausted included).
+    """
+    if isinstance(exc, InvocationError):
+        return not exc.is_retryable()
+    if isinstance(exc, Exception):
+        return True
+    return isinstance(exc, OrphanedChildException)
+
+
+def _release_quietly(scope: _Scope, holder: str) -> None:
+    try:
+        scope.limiter.semaphore.release(scope.key, holder)
+    except Exception:
+        # A failed release leaks the slot only until the map's sweep, the reaper or expiry.
+        logger.warning("durable-semaphore: release of %s on %s failed", holder, scope.key,
+                       exc_info=True)
+
+
+def _sweep(scope: _Scope) -> None:
+    """Release every lease this map/parallel's branches still hold (early completion)."""
+    scope.closed.set()
+    try:
+        sem = scope.limiter.semaphore
+        for lease in sem.holders(scope.key, prefix=scope.holder_prefix):
+            sem.release(scope.key, lease.holder)
+    except Exception:
+        logger.warning("durable-semaphore: sweep of %s failed", scope.key, exc_info=True)
+
+
+def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[], R]) -> R:
+    """Acquire (durably), run ``body`` while holding the lease, release on a terminal outcome."""
+    branch_op_id = scope.branch_operation_id(index)
+    actual = getattr(ctx, "_step_id_prefix", None)
+    if isinstance(actual, str) and actual != branch_op_id:
+        raise DurableSemaphoreError(
+            f"branch {index} has operation id {actual!r}, expected {branch_op_id!r} for map/"
+            f"parallel {scope.operation_id!r}; was the same context used from several threads "
+            "at once? The limiter cannot tell which map this branch belongs to"
+        )
+    holder = scope.limiter.holder_id(scope.execution_arn, scope.operation_id, branch_op_id)
+    sem = scope.limiter.semaphore
+    checked_here = False
+
+    def attempt_acquire(state: dict[str, Any], _check_ctx: Any) -> dict[str, Any]:
+        nonlocal checked_here
+        checked_here = True
+        polls = int(state.get("polls", 0)) + 1
+        try:
+            lease = sem.try_acquire(
+                scope.key,
+                holder,
+                scope.limit,
+                scope.limiter.ttl_seconds,
+                execution_arn=scope.execution_arn,
+            )
+        except Exception as exc:
+            if not _is_transient(exc):
+                raise
+            logger.warning("durable-semaphore: acquire on %s failed, will retry: %r",
+                           scope.key, exc)
+            return {"held": False, "polls": polls, "error": type(exc).__name__}
+        if lease is None:
+            return {"held": False, "polls": polls}
+        if scope.closed.is_set():
+            # The map already returned (this branch was orphaned by early completion): give
+            # the slot straight back; the branch's next checkpoint will be refused anyway.
+            sem.release(scope.key, holder)
+            return {"held": False, "polls": polls, "orphaned": True}
+        return {"held": True, "polls": polls, "expires_at": lease.expires_at}
+
+    def wait_strategy(state: dict[str, Any], attempts_made: int) -> WaitForConditionDecision:
+        if state.get("held"):
+            return WaitForConditionDecision.stop_polling()
+        return WaitForConditionDecision.continue_waiting(
+            Duration(seconds=scope.limiter.backoff_delay(attempts_made))
+        )
+
+    ctx.wait_for_condition(
+        attempt_acquire,
+        config=WaitForConditionConfig(wait_strategy=wait_strategy, initial_state={"polls": 0}),
+        name=ACQUIRE_OPERATION_NAME,
+    )
+    if not checked_here:
+        # Replay: the lease was acquired in an earlier invocation. Extend it; renew never takes
+        # a new slot, so a lease lost meanwhile (swept, reaped, expired) is not re-taken.
+        try:
+            if sem.renew(scope.key, holder, scope.limiter.ttl_seconds) is None:
+                logger.info("durable-semaphore: %s no longer holds %s on replay", holder,
+                            scope.key)
+        except Exception:
+            logger.warning("durable-semaphore: renew of %s failed", holder, exc_info=True)
+
+    token = _HELD_KEYS.set(scope.held_outside | {scope.key})
+    try:
+        result = body()
+    except BaseException as exc:
+        if _is_terminal(exc):
+            _release_quietly(scope, holder)
+        raise
+    finally:
+        _HELD_KEYS.reset(token)
+    _release_quietly(scope, holder)
+    return result
+
+
+def _open_scope(ctx: DurableContext, config: MapConfig[Any] | ParallelConfig) -> _Scope | None:
+    limiter = resolve_limiter(config.limiter)
+    if limiter is None:
+        return None
+    arn = _execution_arn(ctx)
+    operation_id = _next_operation_id(ctx)
+    key = limiter.scope_key(arn, operation_id)
+    held = _HELD_KEYS.get()
+    if key in held:
+        raise NestedLimiterError(key)
+    return _Scope(
+        limiter=limiter,
+        execution_arn=arn,
+        operation_id=operation_id,
+        key=key,
+        limit=limiter.resolve_limit(config.max_concurrency),
+        held_outside=held,
+    )
+
+
+def _call_and_sweep(scope: _Scope, call: Callable[[], R]) -> R:
+    try:
+        result = call()
+    except BaseException as exc:
+        if _is_terminal(exc):
+            _sweep(scope)
+        raise
+    _sweep(scope)
+    return result
+
+
+# -- the hook --------------------------------------------------------------------------------
+
+_install_lock = threading.Lock()
+
+
+def is_installed() -> bool:
+    """True once ``DurableContext.map`` and ``.parallel`` carry our wrappers."""
+    return bool(getattr(DurableContext.map, _HOOK_SENTINEL, False)) and bool(
+        getattr(DurableContext.parallel, _HOOK_SENTINEL, False)
+    )
+
+
+def _wrap_map(original: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def map_hook(self: DurableContext, *args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:
+            return original(self, *args, **kwargs)  # let the SDK report its own TypeError
+        config = bound.arguments.get("config")
+        if not isinstance(config, MapConfig) or config.limiter is None:
+            return original(self, *args, **kwargs)  # untouched: identical history
+        scope = _open_scope(self, config)
+        if scope is None:  # pragma: no cover - limiter is not None here
+            return original(self, *args, **kwargs)
+        func = bound.arguments["func"]
+
+        def gated_item(child: DurableContext, item: Any, index: int, items: Sequence[Any]) -> Any:
+            return _run_gated(scope, child, index, lambda: func(child, item, index, items))
+
+        # The SDK names the map after func._original_name when no name is given; keep it.
+        original_name = getattr(func, "_original_name", None)
+        if original_name is not None:
+            gated_item._original_name = original_name  # type: ignore[attr-defined]
+        bound.arguments["func"] = gated_item
+        return _call_and_sweep(scope, lambda: original(*bound.args, **bound.kwargs))
+
+    setattr(map_hook, _HOOK_SENTINEL, True)
+    return map_hook
+
+
+def _gate_branch(scope: _Scope, index: int, branch: Any) -> Any:
+    if isinstance(branch, ParallelBranch):
+        inner = branch.func
+
+        def gated_named(child: DurableContext) -> Any:
+            return _run_gated(scope, child, index, lambda: inner(child))
+
+        return dataclasses.replace(branch, func=gated_named)
+
+    def gated(child: DurableContext) -> Any:
+        return _run_gated(scope, child, index, lambda: branch(child))
+
+    return gated
+
+
+def _wrap_parallel(original: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def parallel_hook(self: DurableContext, *args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:
+            return original(self, *args, **kwargs)
+        config = bound.arguments.get("config")
+        if not isinstance(config, ParallelConfig) or config.limiter is None:
+            return original(self, *args, **kwargs)
+        scope = _open_scope(self, config)
+        if scope is None:  # pragma: no cover
+            return original(self, *args, **kwargs)
+        functions = bound.arguments["functions"]
+        bound.arguments["functions"] = [
+            _gate_branch(scope, i, branch) for i, branch in enumerate(functions)
+        ]
+        return _call_and_sweep(scope, lambda: original(*bound.args, **bound.kwargs))
+
+    setattr(parallel_hook, _HOOK_SENTINEL, True)
+    return parallel_hook
+
+
+def install() -> None:
+    """Check the SDK version and wrap ``DurableContext.map``/``.parallel`` (idempotent)."""
+    check_sdk_version()
+    with _install_lock:
+        if not getattr(DurableContext.map, _HOOK_SENTINEL, False):
+            DurableContext.map = _wrap_map(DurableContext.map)  # type: ignore[method-assign]
+        if not getattr(DurableContext.parallel, _HOOK_SENTINEL, False):
+            DurableContext.parallel = _wrap_parallel(  # type: ignore[method-assign]
+                DurableContext.parallel
+            )
