@@ -279,8 +279,9 @@ def _release_quietly(scope: _Scope, holder: str) -> None:
         scope.limiter.semaphore.release(scope.key, holder)
     except Exception:
         # A failed release leaks the slot only until the map's sweep, the reaper or expiry.
-        logger.warning("durable-semaphore: release of %s on %s failed", holder, scope.key,
-                       exc_info=True)
+        logger.warning(
+            "durable-semaphore: release of %s on %s failed", holder, scope.key, exc_info=True
+        )
 
 
 def _sweep(scope: _Scope) -> None:
@@ -323,8 +324,9 @@ def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[]
         except Exception as exc:
             if not _is_transient(exc):
                 raise
-            logger.warning("durable-semaphore: acquire on %s failed, will retry: %r",
-                           scope.key, exc)
+            logger.warning(
+                "durable-semaphore: acquire on %s failed, will retry: %r", scope.key, exc
+            )
             return {"held": False, "polls": polls, "error": type(exc).__name__}
         if lease is None:
             return {"held": False, "polls": polls}
@@ -352,8 +354,7 @@ def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[]
         # a new slot, so a lease lost meanwhile (swept, reaped, expired) is not re-taken.
         try:
             if sem.renew(scope.key, holder, scope.limiter.ttl_seconds) is None:
-                logger.info("durable-semaphore: %s no longer holds %s on replay", holder,
-                            scope.key)
+                logger.info("durable-semaphore: %s no longer holds %s on replay", holder, scope.key)
         except Exception:
             logger.warning("durable-semaphore: renew of %s failed", holder, exc_info=True)
 

@@ -1,0 +1,44 @@
+"""durable-semaphore: a DynamoDB-backed semaphore for AWS durable functions.
+
+``from durable_semaphore import DynamoDBSemaphore, Lease`` gives the lease store.
+"""
+
+from durable_semaphore.errors import (
+    ContentionError,
+    DurableSemaphoreError,
+    InvalidArgumentError,
+    TableNotFoundError,
+    UnsupportedSDKVersionError,
+)
+from durable_semaphore.limiter import DynamoDBLimiter
+from durable_semaphore.sdk import MapConfig, NestedLimiterError, ParallelConfig, install
+from durable_semaphore.store import (
+    DEFAULT_TABLE_NAME,
+    DEFAULT_TTL_SECONDS,
+    DynamoDBSemaphore,
+    Lease,
+    SlotCount,
+)
+
+# Importing the package makes MapConfig/ParallelConfig(limiter=...) take effect (idempotent).
+install()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TABLE_NAME",
+    "DEFAULT_TTL_SECONDS",
+    "ContentionError",
+    "DurableSemaphoreError",
+    "DynamoDBLimiter",
+    "DynamoDBSemaphore",
+    "InvalidArgumentError",
+    "Lease",
+    "MapConfig",
+    "NestedLimiterError",
+    "ParallelConfig",
+    "SlotCount",
+    "TableNotFoundError",
+    "UnsupportedSDKVersionError",
+    "__version__",
+]
