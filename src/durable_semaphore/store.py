@@ -480,8 +480,17 @@ class DynamoDBSemaphore:
             int(item.get("count", {"N": "0"})["N"]), int(item.get("ver", {"N": "0"})["N"])
         )
 
-    def scan_leases(self) -> Iterator[Lease]:
-        """Every lease item in the table, expired ones included (for the reaper and the CLI)."""
+    def scan_leases(self, *, page_size: int | None = None) -> Iterator[Lease]:
+        """Every lease item in the table, expired ones included (for the reaper and the CLI).
+
+        ``page_size`` caps the items DynamoDB reads per Scan request (before the filter drops
+        counter items), which bounds the read capacity one request consumes; None lets DynamoDB
+        fill 1 MB pages.
+        """
+        if page_size is not None and (
+            isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+        ):
+            raise InvalidArgumentError("page_size", page_size, "must be an integer >= 1 or None")
         paginator = self.client.get_paginator("scan")
         try:
             for page in paginator.paginate(
@@ -490,6 +499,7 @@ class DynamoDBSemaphore:
                 ExpressionAttributeNames={"#sk": SK},
                 ExpressionAttributeValues={":p": {"S": HOLDER_PREFIX}},
                 ConsistentRead=True,
+                PaginationConfig={"PageSize": page_size} if page_size is not None else {},
             ):
                 for item in page.get("Items", []):
                     yield _lease_from_item(item)
