@@ -80,8 +80,12 @@ def test_seed_waits_peak_at_most_limit(
 def test_seed_callbacks_peak_at_most_limit(
     limiter_env: Any, leases_left: Callable[[], list[Any]]
 ) -> None:
-    """Callbacks completed by a test thread: a branch suspended on a callback keeps its slot."""
-    n = 30
+    """Callbacks completed by a test thread: a branch suspended on a callback keeps its slot.
+
+    12 items, not 100: testing 1.4.0's runner stops resuming after a few dozen callbacks even
+    with the bare SDK (a callback landing while an invocation runs is never delivered).
+    """
+    n = 12
 
     @durable_execution
     def handler(event: Any, context: DurableContext) -> Any:
@@ -109,11 +113,12 @@ def test_seed_callbacks_peak_at_most_limit(
 
         sender = threading.Thread(target=complete_callbacks, daemon=True)
         sender.start()
-        res = runner.wait_for_result(arn, timeout=120)
+        res = runner.wait_for_result(arn, timeout=60)
         sender.join(timeout=10)
 
     assert not errors, errors
-    assert _results(res) == [i * 3 for i in range(n)]
+    # The runner hands callback payloads back as the raw JSON text.
+    assert _results(res) == [str(i * 3) for i in range(n)]
     peak = peak_of(res, "CallbackOperation")
     assert 2 <= peak <= LIMIT, peak
     assert leases_left() == []
