@@ -1,49 +1,463 @@
-"""The ``durable-semaphore`` command line."""
+"""The ``durable-semaphore`` command line: the demo and the lease table's admin commands.
+
+Exit codes (the same for every command, so scripts can branch on them):
+
+  0  success
+  1  the command ran but the answer is "no": the demo saw more in flight than the limit or
+     left leases behind; ``release`` found no live lease; ``reap`` could not judge some leases
+  2  bad arguments (usage errors, or a value the library refuses)
+  3  the lease table does not exist (create it with ``durable-semaphore create-table``)
+  4  no AWS credentials or no region configured
+  5  another AWS or DynamoDB error (throttling, access denied, endpoint unreachable, ...)
+  6  a local prerequisite is missing (the ``demo`` extra, or the embedded DynamoDB failed)
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import datetime
+import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from durable_semaphore.store import DEFAULT_TABLE_NAME, DynamoDBSemaphore
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+
+from durable_semaphore.errors import (
+    DurableSemaphoreError,
+    InvalidArgumentError,
+    TableNotFoundError,
+)
+from durable_semaphore.limiter import TABLE_ENV_VAR, resolve_table_name
+from durable_semaphore.store import DynamoDBSemaphore, default_client_config
+
+EXIT_OK = 0
+EXIT_NO = 1
+EXIT_USAGE = 2
+EXIT_TABLE_MISSING = 3
+EXIT_NO_CREDENTIALS = 4
+EXIT_AWS_ERROR = 5
+EXIT_PREREQUISITE = 6
+
+#: The region used with ``--endpoint-url`` when none is configured: local backends ignore it.
+LOCAL_REGION = "us-east-1"
+DEMO_PNG = "durable-semaphore-demo.png"
+
+Handler = Callable[[argparse.Namespace], int]
 
 
-def _smoke(args: argparse.Namespace) -> int:
-    """Acquire and release against an embedded local DynamoDB: proof the store works here."""
-    from durable_semaphore.embedded import embedded_dynamodb
+class PrerequisiteError(DurableSemaphoreError):
+    """Something the command needs locally is missing (an optional extra, a local server)."""
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    with embedded_dynamodb() as endpoint:
-        sem = DynamoDBSemaphore(DEFAULT_TABLE_NAME, endpoint_url=endpoint, region_name="us-east-1")
-        sem.create_table()
-        limit = args.limit
-        got = [sem.try_acquire("smoke", f"holder-{i}", limit) for i in range(limit + 2)]
-        admitted = sum(lease is not None for lease in got)
-        print(f"limit {limit}: {admitted} of {limit + 2} holders admitted")
-        started = time.perf_counter()
-        released = sum(sem.release("smoke", f"holder-{i}") for i in range(limit + 2))
-        print(f"released {released} leases in {time.perf_counter() - started:.3f} s")
-        left = len(sem.holders("smoke"))
-        print(f"leases left: {left}")
-        return 0 if admitted == limit and left == 0 else 1
+
+# -- subcommand registry -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``durable-semaphore NAME`` command.
+
+    ``add_arguments`` fills its parser; ``run`` gets the parsed namespace and returns the exit
+    code. ``common`` adds ``--table/--endpoint-url/--region`` (commands that define their own,
+    like ``reap``, pass False). Errors raised by ``run`` are mapped to exit codes by :func:`main`.
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Handler
+    common: bool = True
+
+
+_REGISTRY: dict[str, Subcommand] = {}
+
+
+def register_subcommand(command: Subcommand) -> None:
+    """Add (or replace) a subcommand. ``bench`` and other tools plug in here, e.g.::
+
+        register_subcommand(Subcommand("bench", "run the store benchmark", add, run))
+
+    Registration at import time of this module (see the bottom) keeps ``--help`` complete.
+    """
+    _REGISTRY[command.name] = command
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--table",
+        default=None,
+        help=f"lease table (default: ${TABLE_ENV_VAR}, else 'durable-semaphore')",
+    )
+    parser.add_argument(
+        "--endpoint-url", default=None, help="DynamoDB endpoint, e.g. a local DynamoDB"
+    )
+    parser.add_argument(
+        "--region",
+        default=None,
+        help=f"AWS region (default: the AWS configuration; {LOCAL_REGION} with --endpoint-url)",
+    )
+
+
+def _semaphore(args: argparse.Namespace, *, dummy_credentials: bool = False) -> DynamoDBSemaphore:
+    """A semaphore on ``--table`` with a client for ``--endpoint-url``/``--region``.
+
+    Real credentials are never invented: only the embedded DynamoDB (a process we started) gets
+    dummy ones, so a misconfigured shell fails with exit code 4 instead of silently working.
+    """
+    import boto3
+
+    region = args.region
+    if region is None and args.endpoint_url is not None:
+        region = boto3.session.Session().region_name or LOCAL_REGION
+    kwargs: dict[str, Any] = {}
+    if dummy_credentials:
+        kwargs = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=args.endpoint_url,
+        region_name=region,
+        config=default_client_config(),
+        **kwargs,
+    )
+    return DynamoDBSemaphore(resolve_table_name(args.table), client=client)
+
+
+# -- admin commands ----------------------------------------------------------------------------
+
+
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _add_status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", help="the semaphore key (a limiter name, or ARN#operation id)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Holders of KEY with expiry and execution, plus the stored counter."""
+    sem = _semaphore(args)
+    now = sem.now()
+    leases = sorted(sem.holders(args.key), key=lambda lease: lease.acquired_at)
+    count = sem.slot_count(args.key)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "key": args.key,
+                    "table": sem.table_name,
+                    "live": len(leases),
+                    "count": count.count,
+                    "holders": [
+                        {
+                            "holder": lease.holder,
+                            "acquired_at": _iso(lease.acquired_at),
+                            "expires_at": _iso(lease.expires_at),
+                            "expires_in_seconds": round(lease.expires_at - now),
+                            "execution_arn": lease.execution_arn,
+                        }
+                        for lease in leases
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    print(f"key {args.key!r} in table {sem.table_name!r}: {len(leases)} live lease(s)")
+    if count.count != len(leases):
+        print(
+            f"  counter says {count.count}: {count.count - len(leases)} expired lease(s) not "
+            "reclaimed yet (the next full acquire or `durable-semaphore reap` reclaims them)"
+        )
+    for lease in leases:
+        print(f"  holder     {lease.holder}")
+        print(
+            f"    expires  {_iso(lease.expires_at)} (in {_duration(lease.expires_at - now)})"
+        )
+        print(f"    acquired {_iso(lease.acquired_at)}")
+        print(f"    execution {lease.execution_arn or '-'}")
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s"
+
+
+def _add_release(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", help="the semaphore key")
+    parser.add_argument("holder", help="the holder id (see `durable-semaphore status KEY`)")
+
+
+def _release(args: argparse.Namespace) -> int:
+    """Free one holder's slot by hand (e.g. after an execution was deleted)."""
+    sem = _semaphore(args)
+    if sem.release(args.key, args.holder):
+        print(f"released {args.holder!r} on {args.key!r}")
+        return EXIT_OK
+    print(f"{args.holder!r} holds no live lease on {args.key!r}; nothing released")
+    return EXIT_NO
+
+
+def _add_create_table(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-wait", action="store_true", help="return before the table is ACTIVE"
+    )
+
+
+def _create_table(args: argparse.Namespace) -> int:
+    """Create the lease table (on-demand billing, TTL on expires_at); idempotent."""
+    sem = _semaphore(args)
+    created = sem.create_table(wait=not args.no_wait)
+    print(f"table {sem.table_name!r} {'created' if created else 'already exists'}")
+    return EXIT_OK
+
+
+def _add_reap(parser: argparse.ArgumentParser) -> None:
+    try:
+        from durable_semaphore import reaper
+    except ImportError:
+        _add_common(parser)  # so that `reap --help` still shows something sensible
+        return
+    reaper.add_cli_arguments(parser)
+
+
+def _reap(args: argparse.Namespace) -> int:
+    """Delegate to the reaper: release leases of finished executions, reclaim expired ones."""
+    try:
+        from durable_semaphore import reaper
+    except ImportError as exc:
+        raise PrerequisiteError(f"the reaper is not available in this build: {exc}") from exc
+    result: int = reaper.run_cli(args)
+    return result
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+def _add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--items", type=int, default=100, help="items per map (default 100)")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=5,
+        help="max_concurrency of each map; with --executions, the shared limit (default 5)",
+    )
+    parser.add_argument(
+        "--executions",
+        type=int,
+        default=1,
+        help="run K executions at once that share one named limiter (default 1)",
+    )
+    parser.add_argument(
+        "--no-limiter",
+        action="store_true",
+        help="run the bare SDK (no DynamoDB limiter) for comparison",
+    )
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=2.0,
+        help="longest durable wait between acquire attempts, seconds (default 2)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument(
+        "--png", default=DEMO_PNG, help=f"where to save the timeline (default {DEMO_PNG})"
+    )
+    parser.add_argument("--no-png", action="store_true", help="do not draw the timeline")
+
+
+class _ProgressLine:
+    """The live progress line on stderr: rewritten in place on a terminal, else every few s."""
+
+    def __init__(self, stream: Any = None, every: float = 5.0) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, progress: Any) -> None:
+        from durable_semaphore.demo import format_progress
+
+        line = format_progress(progress)
+        if self.tty:
+            self.stream.write("\r" + line.ljust(70))
+            self._shown = True
+        else:
+            now = time.monotonic()
+            if now - self._last < self.every and progress.done < progress.total:
+                return
+            self._last = now
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Run the seed scenario and judge it from the execution histories."""
+    try:
+        import aws_durable_execution_sdk_python_testing  # noqa: F401
+
+        from durable_semaphore.demo import (
+            DemoConfig,
+            PlottingUnavailableError,
+            format_summary,
+            run_demo,
+            save_timeline,
+        )
+    except ImportError as exc:
+        raise PrerequisiteError(
+            f"the demo needs the 'demo' extra ({exc}); "
+            "install it with: pip install 'durable-semaphore[demo]'"
+        ) from exc
+
+    config = DemoConfig(
+        items=args.items,
+        max_concurrency=args.max_concurrency,
+        executions=args.executions,
+        use_limiter=not args.no_limiter,
+        max_backoff_seconds=args.max_backoff,
+    )
+
+    def run(sem: DynamoDBSemaphore, *, create: bool) -> Any:
+        if create:
+            sem.create_table()
+        else:
+            sem.slot_count("durable-semaphore-demo-probe")  # TableNotFoundError if missing
+        progress = _ProgressLine()
+        try:
+            return run_demo(config, sem, on_progress=progress)
+        finally:
+            progress.close()
+
+    local = args.endpoint_url is not None
+    if local or args.table is not None:
+        # A real table: create it on a local endpoint (disposable); on AWS it must exist.
+        result = run(_semaphore(args), create=local)
+        where = args.endpoint_url or "AWS"
+    else:
+        from durable_semaphore.embedded import EmbeddedDynamoDBError, embedded_dynamodb
+
+        try:
+            with embedded_dynamodb() as endpoint:
+                args.endpoint_url = endpoint
+                result = run(_semaphore(args, dummy_credentials=True), create=True)
+        except EmbeddedDynamoDBError as exc:
+            raise PrerequisiteError(str(exc)) from exc
+        where = "embedded ministack"
+
+    png: str | None = None
+    if not args.no_png:
+        try:
+            png = save_timeline(result, args.png)
+        except PlottingUnavailableError as exc:
+            print(f"note: {exc}", file=sys.stderr)
+    if args.json:
+        out = result.to_json()
+        out["png"] = png
+        out["backend"] = where
+        print(json.dumps(out))
+    else:
+        print(format_summary(result))
+        print(f"  backend             {where}")
+        if png:
+            print(f"  timeline            {png}")
+        if result.peak_in_flight > result.limit:
+            print(f"FAIL: peak in flight {result.peak_in_flight} > limit {result.limit}")
+        if result.leases_left:
+            print(f"FAIL: {result.leases_left} lease(s) left in the table")
+    return EXIT_OK if result.ok else EXIT_NO
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+for _command in (
+    Subcommand("demo", "run the seed scenario and draw its timeline", _add_demo, _demo),
+    Subcommand("status", "show a key's holders, their expiry and execution", _add_status, _status),
+    Subcommand("release", "release one holder's lease on a key", _add_release, _release),
+    Subcommand(
+        "reap",
+        "release leases of finished executions and reclaim expired ones",
+        _add_reap,
+        _reap,
+        common=False,
+    ),
+    Subcommand(
+        "create-table", "create the lease table if missing", _add_create_table, _create_table
+    ),
+):
+    register_subcommand(_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="durable-semaphore", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the demo on an embedded local DynamoDB")
-    demo.add_argument("--limit", type=int, default=5)
-    demo.set_defaults(func=_smoke)
+    parser = argparse.ArgumentParser(
+        prog="durable-semaphore",
+        description="A DynamoDB-backed semaphore for AWS durable functions.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in _REGISTRY.values():
+        child = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(child)
+        if command.common:
+            _add_common(child)
+        child.set_defaults(func=command.run)
     return parser
 
 
+def _fail(code: int, message: str) -> int:
+    print(f"durable-semaphore: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    """Parse, run, and turn known failures into a message and a distinct exit code."""
+    args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    try:
+        result: int = args.func(args)
+    except InvalidArgumentError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    except TableNotFoundError as exc:
+        return _fail(EXIT_TABLE_MISSING, str(exc))
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        return _fail(
+            EXIT_NO_CREDENTIALS,
+            f"{exc}; configure AWS credentials (or use --endpoint-url for a local DynamoDB)",
+        )
+    except NoRegionError:
+        return _fail(EXIT_NO_CREDENTIALS, "no AWS region configured; pass --region")
+    except PrerequisiteError as exc:
+        return _fail(EXIT_PREREQUISITE, str(exc))
+    except ClientError as exc:
+        return _fail(EXIT_AWS_ERROR, str(exc))
+    except BotoCoreError as exc:
+        return _fail(EXIT_AWS_ERROR, str(exc))
+    except DurableSemaphoreError as exc:
+        return _fail(EXIT_AWS_ERROR, str(exc))
+    except KeyboardInterrupt:
+        return 130
     return result
 
 
