@@ -37,6 +37,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from durable_semaphore import observability
 from durable_semaphore.errors import (
     ContentionError,
     DurableSemaphoreError,
@@ -327,6 +328,7 @@ class DynamoDBSemaphore:
                         },
                     ]
                 )
+                observability.lease_acquired(key, holder)
                 return Lease(key, holder, now, float(expires_at), execution_arn)
             except _Cancelled as cancelled:
                 meta_reason, lease_reason = cancelled.reasons
@@ -425,6 +427,7 @@ class DynamoDBSemaphore:
                         },
                     ]
                 )
+                observability.lease_released(key, holder)
                 return True
             except _Cancelled as cancelled:
                 lease_reason, meta_reason = cancelled.reasons
@@ -564,6 +567,7 @@ class DynamoDBSemaphore:
         items = list(self._query_lease_items(key, "", keys_only=True))
         expired = [i for i in items if float(i[TTL_ATTRIBUTE]["N"]) <= now]
         if not expired and count == len(items) and not force:
+            observability.lease_in_flight(key, count)
             return (0, 0)
         doomed = expired[:_MAX_DELETES_PER_RECONCILE]
         new_count = len(items) - len(doomed)
@@ -599,6 +603,7 @@ class DynamoDBSemaphore:
             self._transact(ops)
         except _Cancelled:
             return None
+        observability.lease_reclaimed(key, len(doomed), in_flight=new_count)
         return (len(doomed), max(0, count - new_count))
 
     def _transact(self, items: list[dict[str, Any]]) -> None:

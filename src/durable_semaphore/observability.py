@@ -1,0 +1,244 @@
+"""Lease events for logs and metrics, off by default and nearly free while off.
+
+The store and the SDK integration report lease events through the module functions below
+(:func:`lease_acquired`, :func:`lease_released`, :func:`lease_reclaimed`, :func:`lease_waited`,
+:func:`lease_in_flight`). Each one is a single global read and a ``None`` check until an
+observer is installed, and Powertools is not even imported then: a lease operation costs
+milliseconds of DynamoDB round trip, so the disabled path is noise.
+
+Enable it with :func:`enable` (or set ``DURABLE_SEMAPHORE_METRICS_NAMESPACE`` before the import)
+to get Powertools structured logs (fields ``key`` and ``holder``; never payloads or credentials)
+and CloudWatch EMF metrics ``LeaseAcquired``, ``LeaseReleased``, ``LeaseWaitSeconds``,
+``LeaseReclaimed`` and ``InFlight``, each with the semaphore key as a dimension. EMF lines go
+to stdout, which Lambda ships to CloudWatch Logs, where they become metrics without any API
+call. Any other sink can implement :class:`LeaseObserver` and be installed with
+:func:`set_observer`.
+
+``InFlight`` is reported where the store already knows the count without an extra request:
+whenever it reconciles a key (which it does when a key looks full, and when reclaiming), so
+the gauge is exact exactly when it matters, at the limit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "LOG_LEVEL_ENV_VAR",
+    "METRICS_NAMESPACE_ENV_VAR",
+    "LeaseObserver",
+    "PowertoolsObserver",
+    "configure_from_env",
+    "disable",
+    "enable",
+    "get_observer",
+    "lease_acquired",
+    "lease_in_flight",
+    "lease_reclaimed",
+    "lease_released",
+    "lease_waited",
+    "set_observer",
+]
+
+#: Set to a CloudWatch namespace to enable logs and metrics when the package is imported.
+METRICS_NAMESPACE_ENV_VAR = "DURABLE_SEMAPHORE_METRICS_NAMESPACE"
+#: Log level of the structured logger when enabled from the environment (default INFO).
+LOG_LEVEL_ENV_VAR = "DURABLE_SEMAPHORE_LOG_LEVEL"
+DEFAULT_SERVICE = "durable-semaphore"
+# CloudWatch rejects dimension values over 1024 characters; keys may be up to 2048 bytes.
+_MAX_DIMENSION_CHARS = 1024
+
+
+@runtime_checkable
+class LeaseObserver(Protocol):
+    """Receives lease events. Implementations must be thread-safe and must not raise."""
+
+    def acquired(self, key: str, holder: str) -> None:
+        """``holder`` took a new slot on ``key`` (not an idempotent re-acquire)."""
+
+    def released(self, key: str, holder: str) -> None:
+        """``holder`` gave its live slot back."""
+
+    def reclaimed(self, key: str, count: int) -> None:
+        """``count`` expired leases of ``key`` were deleted and their slots freed."""
+
+    def waited(self, key: str, holder: str, seconds: float) -> None:
+        """``holder`` waited ``seconds`` (durable time) before its lease was granted."""
+
+    def in_flight(self, key: str, count: int) -> None:
+        """``key`` had ``count`` live leases when the store last counted them."""
+
+
+_observer: LeaseObserver | None = None
+
+
+def set_observer(observer: LeaseObserver | None) -> LeaseObserver | None:
+    """Install ``observer`` (None disables); returns the previous one so tests can restore it."""
+    global _observer
+    previous = _observer
+    _observer = observer
+    return previous
+
+
+def get_observer() -> LeaseObserver | None:
+    return _observer
+
+
+# -- the hooks the library calls (cheap when disabled) ----------------------------------------
+
+
+def lease_acquired(key: str, holder: str) -> None:
+    observer = _observer
+    if observer is not None:
+        _safely(observer.acquired, key, holder)
+
+
+def lease_released(key: str, holder: str) -> None:
+    observer = _observer
+    if observer is not None:
+        _safely(observer.released, key, holder)
+
+
+def lease_reclaimed(key: str, count: int, *, in_flight: int | None = None) -> None:
+    """Report reclaimed leases (only when ``count`` > 0) and, if known, the count left."""
+    observer = _observer
+    if observer is not None:
+        if count > 0:
+            _safely(observer.reclaimed, key, count)
+        if in_flight is not None:
+            _safely(observer.in_flight, key, in_flight)
+
+
+def lease_waited(key: str, holder: str, seconds: float) -> None:
+    """For the SDK integration: call once when a branch gets its lease, with the durable time
+    since its first acquire attempt (0 when it got the lease at once)."""
+    observer = _observer
+    if observer is not None:
+        _safely(observer.waited, key, holder, seconds)
+
+
+def lease_in_flight(key: str, count: int) -> None:
+    observer = _observer
+    if observer is not None:
+        _safely(observer.in_flight, key, count)
+
+
+def _safely(method: Any, *args: Any) -> None:
+    """Observability must never break a lease operation."""
+    try:
+        method(*args)
+    except Exception:  # pragma: no cover - defensive; logged by the std logging module
+        import logging
+
+        logging.getLogger(__name__).debug("lease observer failed", exc_info=True)
+
+
+# -- the Powertools observer ------------------------------------------------------------------
+
+
+class PowertoolsObserver:
+    """Structured logs via Powertools Logger and EMF metrics via Powertools ``single_metric``.
+
+    One EMF line per event, each with its own ``key`` dimension (Powertools' batched ``Metrics``
+    shares one dimension set per flush, which cannot carry a key per data point). Acquire and
+    release are logged at DEBUG (one pair per branch would drown a Lambda's log), reclaims and
+    waits at INFO.
+    """
+
+    def __init__(
+        self,
+        namespace: str | None,
+        *,
+        service: str = DEFAULT_SERVICE,
+        logs: bool = True,
+        log_level: str = "INFO",
+        logger: Any = None,
+    ) -> None:
+        self.namespace = namespace
+        self.service = service
+        self.logger: Any = None
+        if logs:
+            if logger is None:
+                from aws_lambda_powertools import Logger
+
+                logger = Logger(service=service, level=log_level)
+            self.logger = logger
+        self._single_metric: Any = None
+        self._units: Any = None
+        if namespace:
+            from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+            self._single_metric = single_metric
+            self._units = MetricUnit
+
+    def _metric(self, name: str, unit: str, value: float, key: str) -> None:
+        if self._single_metric is None:
+            return
+        with self._single_metric(
+            name=name,
+            unit=getattr(self._units, unit),
+            value=value,
+            namespace=self.namespace,
+            default_dimensions={"service": self.service},
+        ) as metric:
+            metric.add_dimension(name="key", value=key[:_MAX_DIMENSION_CHARS])
+
+    def acquired(self, key: str, holder: str) -> None:
+        if self.logger is not None:
+            self.logger.debug("lease acquired", extra={"key": key, "holder": holder})
+        self._metric("LeaseAcquired", "Count", 1, key)
+
+    def released(self, key: str, holder: str) -> None:
+        if self.logger is not None:
+            self.logger.debug("lease released", extra={"key": key, "holder": holder})
+        self._metric("LeaseReleased", "Count", 1, key)
+
+    def reclaimed(self, key: str, count: int) -> None:
+        if self.logger is not None:
+            self.logger.info("expired leases reclaimed", extra={"key": key, "count": count})
+        self._metric("LeaseReclaimed", "Count", count, key)
+
+    def waited(self, key: str, holder: str, seconds: float) -> None:
+        if self.logger is not None:
+            self.logger.info(
+                "lease granted after waiting",
+                extra={"key": key, "holder": holder, "wait_seconds": seconds},
+            )
+        self._metric("LeaseWaitSeconds", "Seconds", seconds, key)
+
+    def in_flight(self, key: str, count: int) -> None:
+        self._metric("InFlight", "Count", count, key)
+
+
+def enable(
+    namespace: str | None = "DurableSemaphore",
+    *,
+    service: str = DEFAULT_SERVICE,
+    logs: bool = True,
+    log_level: str = "INFO",
+) -> PowertoolsObserver:
+    """Turn on Powertools logs and (if ``namespace``) EMF metrics for this process."""
+    observer = PowertoolsObserver(namespace, service=service, logs=logs, log_level=log_level)
+    set_observer(observer)
+    return observer
+
+
+def disable() -> None:
+    set_observer(None)
+
+
+def configure_from_env(environ: Mapping[str, str] | None = None) -> LeaseObserver | None:
+    """Enable from ``$DURABLE_SEMAPHORE_METRICS_NAMESPACE`` (and ``..._LOG_LEVEL``) if set.
+
+    Called once when this module is imported, so a Lambda turns it on with configuration alone.
+    """
+    env = os.environ if environ is None else environ
+    namespace = env.get(METRICS_NAMESPACE_ENV_VAR, "").strip()
+    if not namespace:
+        return None
+    return enable(namespace, log_level=env.get(LOG_LEVEL_ENV_VAR, "INFO").strip() or "INFO")
+
+
+configure_from_env()

@@ -1,0 +1,127 @@
+"""Lease events: EMF metrics and structured logs when enabled, nothing at all when disabled."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from durable_semaphore import DynamoDBSemaphore, observability
+from tests.conftest import FakeClock
+
+NAMESPACE = "DurableSemaphoreTest"
+
+
+@pytest.fixture(autouse=True)
+def _restore_observer() -> Iterator[None]:
+    previous = observability.get_observer()
+    yield
+    observability.set_observer(previous)
+
+
+def _emf_lines(out: str) -> list[dict[str, Any]]:
+    docs = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"_aws"' in line:
+            docs.append(json.loads(line))
+    return docs
+
+
+def _metrics(out: str) -> list[tuple[str, float, str]]:
+    """(metric name, value, key dimension) of every EMF document printed."""
+    found = []
+    for doc in _emf_lines(out):
+        directive = doc["_aws"]["CloudWatchMetrics"][0]
+        assert directive["Namespace"] == NAMESPACE
+        assert ["key", "service"] in [sorted(d) for d in directive["Dimensions"]]
+        for metric in directive["Metrics"]:
+            value = doc[metric["Name"]]
+            if isinstance(value, list):  # Powertools writes values as a list
+                (value,) = value
+            found.append((metric["Name"], float(value), doc["key"]))
+    return found
+
+
+def test_disabled_path_emits_nothing(
+    semaphore: DynamoDBSemaphore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    observability.disable()
+    assert semaphore.try_acquire("k", "h1", 1) is not None
+    assert semaphore.try_acquire("k", "h2", 1) is None  # full: reconciles
+    assert semaphore.release("k", "h1")
+    observability.lease_waited("k", "h2", 3.0)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+
+
+def test_store_emits_emf_for_acquire_release_reclaim_and_in_flight(
+    make_semaphore: Callable[..., DynamoDBSemaphore],
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sem = make_semaphore(clock)
+    capsys.readouterr()
+    observability.enable(NAMESPACE, logs=False)
+    assert sem.try_acquire("k", "h1", 2, ttl_seconds=10) is not None
+    assert sem.try_acquire("k", "h1", 2, ttl_seconds=10) is not None  # idempotent: no event
+    assert sem.try_acquire("k", "h2", 2, ttl_seconds=100) is not None
+    assert sem.try_acquire("k", "h3", 2, ttl_seconds=100) is None  # full: InFlight 2
+    clock.advance(50)  # h1 expires
+    assert sem.reclaim_expired("k") == 1
+    assert sem.release("k", "h2")
+    assert not sem.release("k", "h2")  # not held: no event
+    metrics = _metrics(capsys.readouterr().out)
+    assert metrics == [
+        ("LeaseAcquired", 1.0, "k"),
+        ("LeaseAcquired", 1.0, "k"),
+        ("InFlight", 2.0, "k"),
+        ("LeaseReclaimed", 1.0, "k"),
+        ("InFlight", 1.0, "k"),
+        ("LeaseReleased", 1.0, "k"),
+    ]
+
+
+def test_wait_metric_and_structured_logs_carry_key_and_holder(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    observability.enable(NAMESPACE, log_level="DEBUG")
+    observability.lease_acquired("orders", "exec-1#op#b1")
+    observability.lease_waited("orders", "exec-1#op#b1", 4.0)
+    out = capsys.readouterr().out
+    assert ("LeaseWaitSeconds", 4.0, "orders") in _metrics(out)
+    wait_doc = next(d for d in _emf_lines(out) if "LeaseWaitSeconds" in d)
+    units = {m["Name"]: m["Unit"] for m in wait_doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert units["LeaseWaitSeconds"] == "Seconds"
+    logs = [json.loads(line) for line in out.splitlines() if '"message"' in line]
+    by_message = {log["message"]: log for log in logs}
+    assert by_message["lease acquired"]["key"] == "orders"
+    assert by_message["lease acquired"]["holder"] == "exec-1#op#b1"
+    assert by_message["lease acquired"]["service"] == "durable-semaphore"
+    assert by_message["lease granted after waiting"]["wait_seconds"] == 4.0
+
+
+def test_configure_from_env() -> None:
+    observability.disable()
+    assert observability.configure_from_env({}) is None
+    assert observability.get_observer() is None
+    observer = observability.configure_from_env(
+        {observability.METRICS_NAMESPACE_ENV_VAR: "Ns", observability.LOG_LEVEL_ENV_VAR: "WARNING"}
+    )
+    assert isinstance(observer, observability.PowertoolsObserver)
+    assert observability.get_observer() is observer
+    assert observer.namespace == "Ns"
+
+
+def test_a_failing_observer_never_breaks_a_lease(semaphore: DynamoDBSemaphore) -> None:
+    class Broken:
+        def acquired(self, key: str, holder: str) -> None:
+            raise RuntimeError("sink down")
+
+        released = reclaimed = waited = in_flight = acquired  # type: ignore[assignment]
+
+    observability.set_observer(Broken())  # type: ignore[arg-type]
+    assert semaphore.try_acquire("k", "h", 1) is not None
+    assert semaphore.release("k", "h")
