@@ -1,0 +1,366 @@
+"""template.yaml and the IAM policies agree with what the library actually does.
+
+* The table's key schema and TTL attribute are the store's constants.
+* Every DynamoDB statement names only the lease table's ARN, never ``*``.
+* The granted DynamoDB actions are exactly the IAM actions behind the calls the store makes,
+  recorded through a botocore hook while the store runs against DynamoDB Local. A new call in
+  store.py without a policy change (or a stale grant) fails here, not in production.
+* infra/iam/*.json say the same as template.yaml.
+* The example function runs the seed scenario under the local durable runner.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.stub import Stubber
+
+from durable_semaphore import DynamoDBSemaphore
+from durable_semaphore.reaper import Reaper
+from durable_semaphore.store import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
+from tests.conftest import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE_ARN = {"Fn::GetAtt": ["LeaseTable", "Arn"]}
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that reads CloudFormation short-form tags as their long forms."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        return {"Fn::GetAtt": value.split(".", 1)}
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
+    return loaded
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _listify(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(role, statement) for every inline policy statement of every role and function."""
+    for name, role in resources(template, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for stmt in policy["PolicyDocument"]["Statement"]:
+                yield name, stmt
+    for name, fn in resources(template, "AWS::Serverless::Function").items():
+        for policy in _listify(fn["Properties"].get("Policies", [])):
+            if isinstance(policy, dict) and "Statement" in policy:
+                for stmt in policy["Statement"]:
+                    yield name, stmt
+
+
+def ddb_actions_of(template: dict[str, Any], role: str) -> set[str]:
+    return {
+        action
+        for name, stmt in statements(template)
+        if name == role
+        for action in _listify(stmt["Action"])
+        if action.startswith("dynamodb:")
+    }
+
+
+def policy_file(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((ROOT / "infra" / "iam" / name).read_text())
+    return loaded
+
+
+def file_actions(name: str, prefix: str) -> set[str]:
+    return {
+        action
+        for stmt in policy_file(name)["Statement"]
+        for action in _listify(stmt["Action"])
+        if action.startswith(prefix)
+    }
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def test_table_key_schema_and_ttl_match_the_store(template: dict[str, Any]) -> None:
+    table = template["Resources"]["LeaseTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["KeySchema"] == KEY_SCHEMA
+    assert sorted(props["AttributeDefinitions"], key=str) == sorted(ATTRIBUTE_DEFINITIONS, key=str)
+    assert props["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    assert "GlobalSecondaryIndexes" not in props and "LocalSecondaryIndexes" not in props
+
+
+def test_table_billing_recovery_encryption_and_protection(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    props = template["Resources"]["LeaseTable"]["Properties"]
+    assert params["BillingMode"]["Default"] == "PAY_PER_REQUEST"
+    assert props["BillingMode"] == {"Ref": "BillingMode"}
+    provisioned = props["ProvisionedThroughput"]["Fn::If"]
+    assert provisioned[0] == "IsProvisioned"
+    assert provisioned[1] == {
+        "ReadCapacityUnits": {"Ref": "ReadCapacityUnits"},
+        "WriteCapacityUnits": {"Ref": "WriteCapacityUnits"},
+    }
+    assert provisioned[2] == {"Ref": "AWS::NoValue"}
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["DeletionProtectionEnabled"] == {"Fn::If": ["DeletionProtected", True, False]}
+    assert template["Conditions"]["DeletionProtected"] == {
+        "Fn::Equals": [{"Ref": "DeletionProtection"}, "true"]
+    }
+    assert template["Outputs"]["LeaseTableName"]["Value"] == {"Ref": "LeaseTable"}
+
+
+def test_functions_get_the_table_and_the_durable_config(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["DURABLE_SEMAPHORE_TABLE"] == {"Ref": "LeaseTable"}
+    example = template["Resources"]["ExampleFunction"]["Properties"]
+    assert set(example["DurableConfig"]) == {"ExecutionTimeout", "RetentionPeriodInDays"}
+    assert template["Parameters"]["ExecutionTimeoutSeconds"]["MaxValue"] == 31_622_400
+    for name in ("ExampleFunction", "ReaperFunction", "TargetFunction"):
+        code = ROOT / template["Resources"][name]["Properties"]["CodeUri"]
+        assert (code / "app.py").is_file() and (code / "requirements.txt").is_file()
+    for name in ("ExampleFunction", "ReaperFunction"):
+        code = ROOT / template["Resources"][name]["Properties"]["CodeUri"]
+        assert "durable-semaphore" in (code / "requirements.txt").read_text()
+    reaper = template["Resources"]["ReaperFunction"]["Properties"]
+    assert reaper["Events"]["Sweep"]["Type"] == "Schedule"
+    assert reaper["Events"]["Sweep"]["Properties"]["Schedule"] == {"Ref": "ReaperSchedule"}
+
+
+# ----------------------------------------------------------------------------- the policies
+
+
+def test_dynamodb_statements_name_only_the_table(template: dict[str, Any]) -> None:
+    found = 0
+    for role, stmt in statements(template):
+        actions = _listify(stmt["Action"])
+        if not any(a.startswith("dynamodb:") for a in actions):
+            continue
+        found += 1
+        assert all(a.startswith("dynamodb:") and "*" not in a for a in actions), (role, actions)
+        assert _listify(stmt["Resource"]) == [TABLE_ARN], (role, stmt["Resource"])
+    assert found == 2  # the example function and the reaper
+
+
+def test_no_statement_grants_wildcards(template: dict[str, Any]) -> None:
+    for role, stmt in statements(template):
+        assert stmt["Effect"] == "Allow"
+        assert "NotAction" not in stmt and "NotResource" not in stmt
+        for action in _listify(stmt["Action"]):
+            assert "*" not in action, (role, action)
+        for resource in _listify(stmt["Resource"]):
+            assert resource != "*", (role, stmt)
+            if action_is_lambda(stmt):
+                # Durable execution actions are authorized on <function>:<qualifier>/..., so a
+                # scoped grant is "<function arn>:*" -- but never a bare "*" or "function:*".
+                text = json.dumps(resource)
+                assert "function:*" not in text, (role, resource)
+
+
+def action_is_lambda(stmt: dict[str, Any]) -> bool:
+    return any(a.startswith("lambda:") for a in _listify(stmt["Action"]))
+
+
+def test_reaper_may_only_look_up_execution_status(template: dict[str, Any]) -> None:
+    lambda_actions = {
+        a
+        for role, stmt in statements(template)
+        if role == "ReaperFunctionRole"
+        for a in _listify(stmt["Action"])
+        if a.startswith("lambda:")
+    }
+    assert (
+        lambda_actions
+        == {"lambda:GetDurableExecution"}
+        == file_actions("reaper-policy.json", "lambda:")
+    )
+
+
+def test_policy_files_match_the_template(template: dict[str, Any]) -> None:
+    assert ddb_actions_of(template, "ExampleFunctionRole") == file_actions(
+        "limiter-policy.json", "dynamodb:"
+    )
+    assert ddb_actions_of(template, "ReaperFunctionRole") == file_actions(
+        "reaper-policy.json", "dynamodb:"
+    )
+
+
+# ----------------------------------------------------------------------------- drift
+
+
+_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+
+
+class CallRecorder:
+    """The IAM actions behind every DynamoDB request made through a client.
+
+    IAM authorizes each item of a TransactWriteItems as its own PutItem/UpdateItem/DeleteItem
+    (ConditionCheckItem for a ConditionCheck), so transactions are recorded item by item.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.actions: set[str] = set()
+        self.operations: set[str] = set()
+
+    def _hook(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        self.operations.add(model.name)
+        if model.name == "TransactWriteItems":
+            for item in params["TransactItems"]:
+                self.actions.update(_ITEM_ACTIONS[kind] for kind in item)
+        else:
+            self.actions.add(f"dynamodb:{model.name}")
+
+    def __enter__(self) -> CallRecorder:
+        self.client.meta.events.register(
+            "provide-client-params.dynamodb", self._hook, unique_id="policy-drift"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.meta.events.unregister(
+            "provide-client-params.dynamodb", unique_id="policy-drift"
+        )
+
+
+def test_limiter_policy_covers_exactly_the_store_calls_of_the_sdk_integration(
+    template: dict[str, Any],
+    make_semaphore: Callable[..., DynamoDBSemaphore],
+    clock: FakeClock,
+    ddb_client: Any,
+) -> None:
+    sem = make_semaphore(clock=clock)  # creates the table before recording starts
+    with CallRecorder(ddb_client) as rec:
+        # The calls sdk.py makes: try_acquire, renew, holders, release -- through every path.
+        assert sem.try_acquire("k", "a", 2, ttl_seconds=10) is not None
+        assert sem.try_acquire("k", "a", 2, ttl_seconds=10) is not None  # idempotent re-acquire
+        assert sem.renew("k", "a", 100) is not None
+        assert sem.try_acquire("k", "b", 2, ttl_seconds=10) is not None
+        assert sem.try_acquire("k", "c", 2) is None  # full: reconcile finds nothing to free
+        clock.advance(20)  # b expires
+        assert sem.try_acquire("k", "c", 2) is not None  # full by counter: reconcile frees b
+        assert [lease.holder for lease in sem.holders("k")] == ["a", "c"]
+        assert sem.release("k", "a") is True
+        assert sem.release("k", "a") is False
+        assert sem.try_acquire("k", "d", 2, ttl_seconds=5) is not None
+        clock.advance(10)
+        assert sem.release("k", "d") is False  # expired: cleaned up on the way
+        assert sem.reclaim_expired("k") == 0
+    assert rec.actions == ddb_actions_of(template, "ExampleFunctionRole")
+    assert "Scan" not in rec.operations  # only the reaper scans
+
+
+def test_reaper_policy_covers_exactly_the_reaper_calls(
+    template: dict[str, Any],
+    make_semaphore: Callable[..., DynamoDBSemaphore],
+    clock: FakeClock,
+    ddb_client: Any,
+) -> None:
+    sem = make_semaphore(clock=clock)
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:x:$LATEST/durable-execution/r/1"
+    assert sem.try_acquire("k", f"{arn}#m#1", 5, execution_arn=arn) is not None
+    assert sem.try_acquire("k", "expiring", 5, ttl_seconds=5) is not None
+    clock.advance(10)
+    lam = boto3.client("lambda", region_name="us-east-1")
+    stub = Stubber(lam)
+    stub.add_response(
+        "get_durable_execution",
+        {
+            "DurableExecutionArn": arn,
+            "DurableExecutionName": "r",
+            "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:x",
+            "StartTimestamp": time.time(),
+            "Status": "FAILED",
+        },
+    )
+    with stub, CallRecorder(ddb_client) as rec:
+        report = Reaper(sem, lam).reap(page_size=10)
+    assert (report.released_terminal, report.released_expired) == (1, 1)
+    assert rec.actions == ddb_actions_of(template, "ReaperFunctionRole")
+
+
+# ----------------------------------------------------------------------------- the example
+
+
+def _load(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_function_runs_the_seed_scenario(
+    semaphore: DynamoDBSemaphore, ddb_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdk = pytest.importorskip("aws_durable_execution_sdk_python")
+    from aws_durable_execution_sdk_python.__about__ import __version__
+
+    if int(__version__.split(".")[0]) < 2:
+        pytest.skip("the local runner's chained invokes need SDK >= 2.1")
+    from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
+
+    from durable_semaphore import limiter as limiter_module
+    from tests.sdk.observe import peak_of
+
+    monkeypatch.setenv("DURABLE_SEMAPHORE_TABLE", semaphore.table_name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
+    monkeypatch.setenv("TARGET_FUNCTION", "target")
+    monkeypatch.setenv("MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("WORK_SECONDS", "0")
+    limiter_module._default_limiters.clear()
+    example = _load(ROOT / "infra/functions/example/app.py", "example_app")
+    target = _load(ROOT / "infra/functions/target/app.py", "target_app")
+
+    @sdk.durable_execution
+    def target_as_durable(event: Any, context: Any) -> Any:
+        # The runner only hosts durable targets; a 1 s durable wait stands in for the work.
+        context.wait(sdk.config.Duration.from_seconds(1))
+        return target.handler(event, None)
+
+    try:
+        with DurableFunctionTestRunner(handler=example.handler) as runner:
+            runner.register_durable_function("target", target_as_durable)
+            res = runner.run(input=json.dumps({"count": 12}), execution_timeout=120)
+    finally:
+        limiter_module._default_limiters.clear()
+
+    assert res.status.name == "SUCCEEDED", res.error
+    assert json.loads(res.result) == [i * 2 for i in range(12)]
+    assert 2 <= peak_of(res, "InvokeOperation") <= 3
+    assert list(semaphore.scan_leases()) == []
