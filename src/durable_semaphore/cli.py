@@ -114,13 +114,15 @@ def _semaphore(args: argparse.Namespace, *, dummy_credentials: bool = False) -> 
     """
     import boto3
 
+    # A fresh session: boto3's default one caches credentials resolved earlier in the process.
+    session = boto3.session.Session()
     region = args.region
     if region is None and args.endpoint_url is not None:
-        region = boto3.session.Session().region_name or LOCAL_REGION
+        region = session.region_name or LOCAL_REGION
     kwargs: dict[str, Any] = {}
     if dummy_credentials:
         kwargs = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-    client = boto3.client(
+    client = session.client(
         "dynamodb",
         endpoint_url=args.endpoint_url,
         region_name=region,
