@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from durable_semaphore import DynamoDBSemaphore
+from durable_semaphore import DynamoDBSemaphore, TableNotFoundError
 from durable_semaphore.reaper import (
     LIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -412,10 +412,11 @@ def test_cli_reap_on_dynamodb_local(
     assert (report["scanned"], report["kept_no_arn"], report["errors"]) == (1, 1, 0)
 
 
-def test_cli_reports_a_missing_table(ddb_endpoint: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_raises_a_missing_table_for_the_cli_to_map(ddb_endpoint: str) -> None:
     parser = argparse.ArgumentParser()
     add_cli_arguments(parser)
     args = parser.parse_args(["--table", "no-such-table", "--endpoint-url", ddb_endpoint])
 
-    assert run_cli(args) == 2
-    assert "no-such-table" in capsys.readouterr().err
+    with pytest.raises(TableNotFoundError) as exc:
+        run_cli(args)
+    assert exc.value.table_name == "no-such-table"

@@ -41,9 +41,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from durable_semaphore.errors import DurableSemaphoreError, InvalidArgumentError
+from durable_semaphore.errors import DurableSemaphoreError
 from durable_semaphore.limiter import resolve_table_name
-from durable_semaphore.store import DynamoDBSemaphore, Lease
+from durable_semaphore.store import DynamoDBSemaphore, Lease, default_client_config
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
@@ -67,6 +67,7 @@ LIVE_STATUSES = frozenset({"RUNNING", "PAUSING", "PAUSED"})
 
 # Outcomes of a status lookup that are not a status.
 _NOT_FOUND = "<not found>"
+_LOCAL_REGION = "us-east-1"
 _ERROR = "<error>"
 
 
@@ -345,29 +346,38 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run one sweep. Exit status 0 when clean, 1 when some leases could not be judged."""
-    try:
-        semaphore = DynamoDBSemaphore(
-            resolve_table_name(args.table),
+    """Run one sweep. Exit status 0 when clean, 1 when some leases could not be judged.
+
+    Errors (a missing table, no credentials, AWS errors) propagate, so that ``cli.main`` maps
+    them to its exit codes (3 for a missing table, and so on).
+    """
+    session = boto3.session.Session()
+    region = args.region
+    if region is None and (args.endpoint_url or args.lambda_endpoint_url):
+        region = session.region_name or _LOCAL_REGION  # local backends ignore the region
+    semaphore = DynamoDBSemaphore(
+        resolve_table_name(args.table),
+        session.client(
+            "dynamodb",
             endpoint_url=args.endpoint_url,
-            region_name=args.region,
-        )
-        lambda_client = boto3.client(
-            "lambda",
-            region_name=args.region,
-            endpoint_url=args.lambda_endpoint_url,
-            config=_lambda_client_config(),
-        )
-        reaper = Reaper(
-            semaphore,
-            lambda_client,
-            release_not_found=args.release_not_found,
-            logger=_QuietLogger(),
-        )
-        report = reaper.reap(dry_run=args.dry_run, page_size=args.page_size)
-    except (InvalidArgumentError, DurableSemaphoreError) as err:
-        print(f"durable-semaphore reap: {err}", file=sys.stderr)
-        return 2
+            region_name=region,
+            config=default_client_config(),
+        ),
+    )
+    # The same region as the table: leases name executions of the table's region.
+    lambda_client = session.client(
+        "lambda",
+        region_name=region,
+        endpoint_url=args.lambda_endpoint_url,
+        config=_lambda_client_config(),
+    )
+    reaper = Reaper(
+        semaphore,
+        lambda_client,
+        release_not_found=args.release_not_found,
+        logger=_QuietLogger(),
+    )
+    report = reaper.reap(dry_run=args.dry_run, page_size=args.page_size)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
