@@ -130,8 +130,15 @@ def test_table_billing_recovery_encryption_and_protection(template: dict[str, An
         "WriteCapacityUnits": {"Ref": "WriteCapacityUnits"},
     }
     assert provisioned[2] == {"Ref": "AWS::NoValue"}
-    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
-    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["PointInTimeRecoverySpecification"] == {
+        "PointInTimeRecoveryEnabled": {"Fn::If": ["PitrEnabled", True, False]}
+    }
+    assert template["Conditions"]["PitrEnabled"] == {
+        "Fn::Equals": [{"Ref": "PointInTimeRecovery"}, "true"]
+    }
+    assert params["PointInTimeRecovery"]["Default"] == "true"
+    assert props["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
+    assert params["DeletionProtection"]["AllowedValues"] == ["true", "false"]
     assert props["DeletionProtectionEnabled"] == {"Fn::If": ["DeletionProtected", True, False]}
     assert template["Conditions"]["DeletionProtected"] == {
         "Fn::Equals": [{"Ref": "DeletionProtection"}, "true"]
