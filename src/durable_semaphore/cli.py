@@ -292,6 +292,7 @@ class _ProgressLine:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = every
         self._last = 0.0
+        self._line = ""
         self._shown = False
 
     def __call__(self, progress: Any) -> None:
@@ -303,9 +304,10 @@ class _ProgressLine:
             self._shown = True
         else:
             now = time.monotonic()
-            if now - self._last < self.every and progress.done < progress.total:
+            finished = progress.done >= progress.total
+            if line == self._line or (now - self._last < self.every and not finished):
                 return
-            self._last = now
+            self._last, self._line = now, line
             self.stream.write(line + "\n")
         self.stream.flush()
 

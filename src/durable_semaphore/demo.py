@@ -7,8 +7,8 @@ global rather than per map. The runner skips durable time, so 100 one-second tas
 
 The peak in flight is measured from the execution histories (the overlap of the downstream
 ``InvokeOperation`` intervals), never from the limiter's own bookkeeping, so the demo would catch
-the limiter lying. This module imports the testing library and the SDK lazily-enough to stay
-importable without the ``demo`` extra only as far as the CLI's ``--help`` needs.
+the limiter lying. The SDK, its testing library and matplotlib are imported inside the functions
+that need them, so ``durable-semaphore --help`` works without the ``demo`` extra.
 """
 
 from __future__ import annotations
