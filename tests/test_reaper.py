@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from durable_semaphore import DynamoDBSemaphore, TableNotFoundError
+from durable_semaphore import ContentionError, DynamoDBSemaphore, TableNotFoundError
 from durable_semaphore.reaper import (
     LIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -244,6 +244,28 @@ def test_not_found_releases_when_opted_in_in_the_same_region(
     assert live_holders(sem) == {foreign}
     assert report.released_terminal == 1
     assert report.kept_unknown == 1
+
+
+def test_a_failing_release_is_counted_and_the_sweep_goes_on(
+    sem: DynamoDBSemaphore, lam: LambdaStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = execution_arn("done")
+    _, stuck = acquire(sem, arn, 0)
+    acquire(sem, arn, 1)
+    acquire(sem, arn, 2)
+    lam.status(arn, "SUCCEEDED")
+    real_release = sem.release
+
+    def flaky_release(key: str, holder: str) -> bool:
+        if holder == stuck:
+            raise ContentionError("lost the races")
+        return real_release(key, holder)
+
+    monkeypatch.setattr(sem, "release", flaky_release)
+    report = Reaper(sem, lam.client).reap()
+
+    assert live_holders(sem) == {stuck}
+    assert (report.released_terminal, report.errors) == (2, 1)
 
 
 # ------------------------------------------------------------------------- expiry
