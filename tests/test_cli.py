@@ -188,7 +188,7 @@ def test_a_registered_subcommand_gets_common_options_and_error_mapping(
         parser.add_argument("--rounds", type=int, default=1)
 
     def go(args: argparse.Namespace) -> int:
-        sem = cli._semaphore(args)
+        sem = cli.semaphore_from_args(args)
         sem.slot_count("k")  # the table does not exist
         return 0
 

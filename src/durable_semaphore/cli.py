@@ -106,7 +106,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _semaphore(args: argparse.Namespace, *, dummy_credentials: bool = False) -> DynamoDBSemaphore:
+def semaphore_from_args(
+    args: argparse.Namespace, *, dummy_credentials: bool = False
+) -> DynamoDBSemaphore:
     """A semaphore on ``--table`` with a client for ``--endpoint-url``/``--region``.
 
     Real credentials are never invented: only the embedded DynamoDB (a process we started) gets
@@ -146,7 +148,7 @@ def _add_status(parser: argparse.ArgumentParser) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     """Holders of KEY with expiry and execution, plus the stored counter."""
-    sem = _semaphore(args)
+    sem = semaphore_from_args(args)
     now = sem.now()
     leases = sorted(sem.holders(args.key), key=lambda lease: lease.acquired_at)
     count = sem.slot_count(args.key)
@@ -208,7 +210,7 @@ def _add_release(parser: argparse.ArgumentParser) -> None:
 
 def _release(args: argparse.Namespace) -> int:
     """Free one holder's slot by hand (e.g. after an execution was deleted)."""
-    sem = _semaphore(args)
+    sem = semaphore_from_args(args)
     if sem.release(args.key, args.holder):
         print(f"released {args.holder!r} on {args.key!r}")
         return EXIT_OK
@@ -224,7 +226,7 @@ def _add_create_table(parser: argparse.ArgumentParser) -> None:
 
 def _create_table(args: argparse.Namespace) -> int:
     """Create the lease table (on-demand billing, TTL on expires_at); idempotent."""
-    sem = _semaphore(args)
+    sem = semaphore_from_args(args)
     created = sem.create_table(wait=not args.no_wait)
     print(f"table {sem.table_name!r} {'created' if created else 'already exists'}")
     return EXIT_OK
@@ -357,7 +359,7 @@ def _demo(args: argparse.Namespace) -> int:
     local = args.endpoint_url is not None
     if local or args.table is not None:
         # A real table: create it on a local endpoint (disposable); on AWS it must exist.
-        result = run(_semaphore(args), create=local)
+        result = run(semaphore_from_args(args), create=local)
         where = args.endpoint_url or "AWS"
     else:
         from durable_semaphore.embedded import EmbeddedDynamoDBError, embedded_dynamodb
@@ -365,7 +367,7 @@ def _demo(args: argparse.Namespace) -> int:
         try:
             with embedded_dynamodb() as endpoint:
                 args.endpoint_url = endpoint
-                result = run(_semaphore(args, dummy_credentials=True), create=True)
+                result = run(semaphore_from_args(args, dummy_credentials=True), create=True)
         except EmbeddedDynamoDBError as exc:
             raise PrerequisiteError(str(exc)) from exc
         where = "embedded ministack"

@@ -1,7 +1,7 @@
 """The demo: the seed scenario run in the SDK's local runner, judged by an independent observer.
 
-``durable-semaphore demo`` maps ``items`` inputs with ``max_concurrency``; every branch
-``ctx.invoke``\\ s a registered durable target that waits ``task_seconds`` of durable time. With
+``durable-semaphore demo`` maps ``items`` inputs with ``max_concurrency``; every branch invokes
+(``ctx.invoke``) a registered durable target that waits ``task_seconds`` of durable time. With
 ``executions > 1`` that many executions run at once and share ONE named limiter, so the limit is
 global rather than per map. The runner skips durable time, so 100 one-second tasks take seconds.
 
