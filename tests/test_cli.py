@@ -84,6 +84,7 @@ def test_release_frees_the_slot_then_reports_nothing_held(
     [
         ["status", "k"],
         ["release", "k", "h"],
+        ["reap", "--region", "us-east-1"],
     ],
 )
 def test_missing_table_has_its_own_exit_code(
