@@ -22,14 +22,13 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from durable_semaphore.embedded import endpoint_answers, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("DYNAMODB_LOCAL_CACHE", ROOT / ".cache" / "dynamodb-local"))
@@ -73,24 +72,6 @@ def install() -> Path:
     return found
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(endpoint: str) -> bool:
-    """DynamoDB answers any POST (even an unsigned one) with an HTTP status once it is up."""
-    request = urllib.request.Request(endpoint, data=b"{}", method="POST")
-    try:
-        urllib.request.urlopen(request, timeout=1)
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
-    return True
-
-
 def start(port: int | None = None, timeout: float = 60.0) -> tuple[subprocess.Popen[bytes], str]:
     """Start an in-memory server on a free loopback port and wait until it answers."""
     java = shutil.which("java")
@@ -127,7 +108,7 @@ def start(port: int | None = None, timeout: float = 60.0) -> tuple[subprocess.Po
         if proc.poll() is not None:
             err = log_path.read_text(errors="replace")
             raise DynamoDBLocalError(f"DynamoDB Local exited with {proc.returncode}: {err[-2000:]}")
-        if _answers(endpoint):
+        if endpoint_answers(endpoint):
             return proc, endpoint
         time.sleep(0.1)
     stop_process(proc)

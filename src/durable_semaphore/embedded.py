@@ -25,13 +25,15 @@ class EmbeddedDynamoDBError(DurableSemaphoreError):
     """The embedded DynamoDB could not be started."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback (racy by nature; the server fails loudly if taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _answers(endpoint: str) -> bool:
+def endpoint_answers(endpoint: str) -> bool:
+    """DynamoDB answers any POST (even an unsigned one) with an HTTP status once it is up."""
     request = urllib.request.Request(endpoint, data=b"{}", method="POST")
     try:
         urllib.request.urlopen(request, timeout=1)
@@ -57,7 +59,7 @@ def _command() -> list[str]:
 @contextlib.contextmanager
 def embedded_dynamodb(timeout: float = 30.0) -> Iterator[str]:
     """Start ministack's DynamoDB on a free loopback port; yield its endpoint; stop it."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     env.update(
@@ -77,7 +79,7 @@ def embedded_dynamodb(timeout: float = 30.0) -> Iterator[str]:
         )
         try:
             deadline = time.monotonic() + timeout
-            while not _answers(endpoint):
+            while not endpoint_answers(endpoint):
                 if proc.poll() is not None:
                     log.seek(0)
                     tail = log.read().decode(errors="replace")[-2000:]
