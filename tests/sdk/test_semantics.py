@@ -166,7 +166,8 @@ def _early_handler(limiter: Any) -> Callable[..., Any]:
             return ctx.create_callback(name=f"never-{x}").result()
 
         config = MapConfig(
-            max_concurrency=5, completion_config=CompletionConfig(min_successful=3),
+            max_concurrency=5,
+            completion_config=CompletionConfig(min_successful=3),
             limiter=limiter,
         )
         return _summary(context.map(list(range(8)), item, config=config))
@@ -252,7 +253,9 @@ def test_overlapping_invocations_take_no_extra_slot(
             DurableFunctionTestRunner(handler=handler) as second,
         ):
             arns = [r.run_async(input="{}", execution_timeout=60) for r in (first, second)]
-            results = [r.wait_for_result(a, timeout=60) for r, a in zip((first, second), arns, strict=True)]
+            results = [
+                r.wait_for_result(a, timeout=60) for r, a in zip((first, second), arns, strict=True)
+            ]
     finally:
         stop.set()
         sampler.join()
@@ -415,7 +418,7 @@ def test_nested_different_named_limiters_work(
     semaphore: DynamoDBSemaphore, leases_left: Callable[[], list[Any]]
 ) -> None:
     outer_limiter = DynamoDBLimiter(name="outer", limit=2, semaphore=semaphore)
-    inner_limiter = DynamoDBLimiter(name="inner", limit=2, semaphore=semaphore)
+    inner_limiter = DynamoDBLimiter(name="inner", limit=2, semaphore=semaphore, max_delay_seconds=2)
 
     @durable_execution
     def handler(event: Any, context: DurableContext) -> Any:

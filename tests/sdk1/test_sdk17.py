@@ -1,0 +1,135 @@
+"""SDK 1.7.0: ``max_concurrency`` alone bounds threads, not operations in flight. With
+``limiter="dynamodb"`` the same map keeps at most ``max_concurrency`` downstream operations in
+flight. Both numbers are asserted, so the test proves the fix (and that the observer sees it).
+
+Callbacks are covered on SDK 3.x only: with testing 1.2.1 a map of callbacks completed by a test
+thread fails with "Invalid checkpoint token" even with the bare SDK (every local attempt, with
+and without a limiter), so such a test could only ever report a runner failure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import CompletionConfig, Duration
+from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
+
+from durable_semaphore import MapConfig
+from tests.sdk.observe import peak_of
+from tests.sdk1.conftest import RunnerFailure, run_with_deadline
+
+N = 10
+LIMIT = 5
+DEADLINE = 30.0  # a healthy run takes 2 to 7 s
+
+
+def _ok(res: Any) -> Any:
+    if res.status.name != "SUCCEEDED" and "checkpoint token" in str(res.error):
+        raise RunnerFailure(str(res.error))
+    assert res.status.name == "SUCCEEDED", res.error
+    return json.loads(res.result)
+
+
+def _wait_handler(limiter: Any) -> Callable[..., Any]:
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        def item(ctx: DurableContext, x: int, i: int, items: Any) -> int:
+            ctx.wait(Duration.from_seconds(1))
+            return x * 2
+
+        config = MapConfig(max_concurrency=LIMIT, limiter=limiter)
+        return context.map(list(range(N)), item, config=config).get_results()
+
+    return handler
+
+
+def _run_waits(limiter: Any) -> Any:
+    def scenario() -> Any:
+        with DurableFunctionTestRunner(handler=_wait_handler(limiter)) as runner:
+            return runner.run(input="{}", timeout=int(DEADLINE))
+
+    return run_with_deadline(scenario, DEADLINE)
+
+
+def test_waits_bare_sdk_exceeds_limit_and_limiter_fixes_it(
+    limiter_env: Any, leases_left: Callable[[], list[Any]]
+) -> None:
+    bare = _run_waits(None)
+    assert _ok(bare) == [i * 2 for i in range(N)]
+    assert peak_of(bare, "WaitOperation") == N  # the seed bug: every branch in flight
+
+    limited = _run_waits("dynamodb")
+    assert _ok(limited) == [i * 2 for i in range(N)]
+    peak = peak_of(limited, "WaitOperation")
+    assert 2 <= peak <= LIMIT, peak
+    assert leases_left() == []
+
+
+def _summary(batch: Any) -> list[Any]:
+    return [
+        [item.index, str(item.status), item.result, item.error.type if item.error else None]
+        for item in batch.all
+    ]
+
+
+def test_failures_release_and_match_bare_sdk(
+    limiter_env: Any, leases_left: Callable[[], list[Any]]
+) -> None:
+    def make(limiter: Any) -> Callable[..., Any]:
+        @durable_execution
+        def handler(event: Any, context: DurableContext) -> Any:
+            def item(ctx: DurableContext, x: int, i: int, items: Any) -> int:
+                ctx.wait(Duration.from_seconds(1))
+                if x % 3 == 1:
+                    raise ValueError(f"bad {x}")
+                return x
+
+            # SDK 1.7's all_completed() still stops at the first failure (no tolerance set),
+            # which makes the outcome timing-dependent; tolerate failures explicitly instead.
+            config = MapConfig(
+                max_concurrency=3,
+                completion_config=CompletionConfig(tolerated_failure_count=6),
+                limiter=limiter,
+            )
+            return _summary(context.map(list(range(6)), item, config=config))
+
+        return handler
+
+    def run(limiter: Any) -> Any:
+        def scenario() -> Any:
+            with DurableFunctionTestRunner(handler=make(limiter)) as runner:
+                return runner.run(input="{}", timeout=int(DEADLINE))
+
+        return _ok(run_with_deadline(scenario, DEADLINE))
+
+    bare = run(None)
+    assert run("dynamodb") == bare
+    assert sum(1 for item in bare if item[3] is not None) == 2
+    assert leases_left() == []
+
+
+def test_early_completion_sweeps_on_sdk17(
+    limiter_env: Any, leases_left: Callable[[], list[Any]]
+) -> None:
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        def item(ctx: DurableContext, x: int, i: int, items: Any) -> Any:
+            if x < 2:
+                return x
+            return ctx.create_callback(name=f"never-{x}").result()
+
+        config = MapConfig(
+            max_concurrency=4,
+            completion_config=CompletionConfig(min_successful=2),
+            limiter="dynamodb",
+        )
+        return context.map(list(range(6)), item, config=config).success_count
+
+    def scenario() -> Any:
+        with DurableFunctionTestRunner(handler=handler) as runner:
+            return runner.run(input="{}", timeout=int(DEADLINE))
+
+    assert _ok(run_with_deadline(scenario, DEADLINE)) == 2
+    assert leases_left() == []
