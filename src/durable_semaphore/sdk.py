@@ -50,6 +50,7 @@ from aws_durable_execution_sdk_python.waits import (
     WaitForConditionDecision,
 )
 
+from durable_semaphore import observability
 from durable_semaphore.errors import (
     ContentionError,
     DurableSemaphoreError,
@@ -313,6 +314,9 @@ def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[]
         nonlocal checked_here
         checked_here = True
         polls = int(state.get("polls", 0)) + 1
+        # The first poll's time travels in the checkpointed state, so the wait is measured
+        # across suspensions and re-invocations, not just within this one.
+        first_at = float(state.get("first_at") or sem.now())
         try:
             lease = sem.try_acquire(
                 scope.key,
@@ -327,14 +331,20 @@ def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[]
             logger.warning(
                 "durable-semaphore: acquire on %s failed, will retry: %r", scope.key, exc
             )
-            return {"held": False, "polls": polls, "error": type(exc).__name__}
+            return {
+                "held": False,
+                "polls": polls,
+                "first_at": first_at,
+                "error": type(exc).__name__,
+            }
         if lease is None:
-            return {"held": False, "polls": polls}
+            return {"held": False, "polls": polls, "first_at": first_at}
         if scope.closed.is_set():
             # The map already returned (this branch was orphaned by early completion): give
             # the slot straight back; the branch's next checkpoint will be refused anyway.
             sem.release(scope.key, holder)
             return {"held": False, "polls": polls, "orphaned": True}
+        observability.lease_waited(scope.key, holder, max(0.0, sem.now() - first_at))
         return {"held": True, "polls": polls, "expires_at": lease.expires_at}
 
     def wait_strategy(state: dict[str, Any], attempts_made: int) -> WaitForConditionDecision:
