@@ -92,7 +92,7 @@ def _cycle_worker(
             refused += 1
             time.sleep(rng.uniform(0, 0.002))
         start = time.monotonic()
-        time.sleep(rng.uniform(0.001, 0.004))  # hold it for a moment: do the "work"
+        time.sleep(rng.uniform(0.005, 0.015))  # hold it for a moment: do the "work"
         end = time.monotonic()
         released = sem.release(key, holder)
         intervals.append((start, end))
