@@ -22,14 +22,24 @@ from tests.sdk1.conftest import RunnerFailure, run_with_deadline
 
 N = 10
 LIMIT = 5
-DEADLINE = 30.0  # a healthy run takes 2 to 7 s
+DEADLINE = 15.0  # a healthy run takes 2 to 7 s; a hung one never finishes
 
 
-def _ok(res: Any) -> Any:
+def _digest(res: Any) -> dict[str, Any]:
+    """What the parent needs from a run, computed in the child (results do not pickle)."""
     if res.status.name != "SUCCEEDED" and "checkpoint token" in str(res.error):
         raise RunnerFailure(str(res.error))
-    assert res.status.name == "SUCCEEDED", res.error
-    return json.loads(res.result)
+    return {
+        "status": res.status.name,
+        "error": str(res.error),
+        "result": res.result,
+        "peak_waits": peak_of(res, "WaitOperation"),
+    }
+
+
+def _ok(digest: dict[str, Any]) -> Any:
+    assert digest["status"] == "SUCCEEDED", digest["error"]
+    return json.loads(digest["result"])
 
 
 def _wait_handler(limiter: Any) -> Callable[..., Any]:
@@ -45,24 +55,26 @@ def _wait_handler(limiter: Any) -> Callable[..., Any]:
     return handler
 
 
-def _run_waits(limiter: Any) -> Any:
+def _run_waits(limiter: Any, after_failure: Callable[[], None]) -> Any:
     def scenario() -> Any:
         with DurableFunctionTestRunner(handler=_wait_handler(limiter)) as runner:
-            return runner.run(input="{}", timeout=int(DEADLINE))
+            return _digest(runner.run(input="{}", timeout=int(DEADLINE)))
 
-    return run_with_deadline(scenario, DEADLINE)
+    return run_with_deadline(scenario, DEADLINE, after_failure=after_failure)
 
 
 def test_waits_bare_sdk_exceeds_limit_and_limiter_fixes_it(
-    limiter_env: Any, leases_left: Callable[[], list[Any]]
+    limiter_env: Any,
+    leases_left: Callable[[], list[Any]],
+    discard_dead_leases: Callable[[], None],
 ) -> None:
-    bare = _run_waits(None)
+    bare = _run_waits(None, discard_dead_leases)
     assert _ok(bare) == [i * 2 for i in range(N)]
-    assert peak_of(bare, "WaitOperation") == N  # the seed bug: every branch in flight
+    assert bare["peak_waits"] == N  # the seed bug: every branch in flight
 
-    limited = _run_waits("dynamodb")
+    limited = _run_waits("dynamodb", discard_dead_leases)
     assert _ok(limited) == [i * 2 for i in range(N)]
-    peak = peak_of(limited, "WaitOperation")
+    peak = limited["peak_waits"]
     assert 2 <= peak <= LIMIT, peak
     assert leases_left() == []
 
@@ -75,7 +87,9 @@ def _summary(batch: Any) -> list[Any]:
 
 
 def test_failures_release_and_match_bare_sdk(
-    limiter_env: Any, leases_left: Callable[[], list[Any]]
+    limiter_env: Any,
+    leases_left: Callable[[], list[Any]],
+    discard_dead_leases: Callable[[], None],
 ) -> None:
     def make(limiter: Any) -> Callable[..., Any]:
         @durable_execution
@@ -100,9 +114,9 @@ def test_failures_release_and_match_bare_sdk(
     def run(limiter: Any) -> Any:
         def scenario() -> Any:
             with DurableFunctionTestRunner(handler=make(limiter)) as runner:
-                return runner.run(input="{}", timeout=int(DEADLINE))
+                return _digest(runner.run(input="{}", timeout=int(DEADLINE)))
 
-        return _ok(run_with_deadline(scenario, DEADLINE))
+        return _ok(run_with_deadline(scenario, DEADLINE, after_failure=discard_dead_leases))
 
     bare = run(None)
     assert run("dynamodb") == bare
@@ -111,7 +125,9 @@ def test_failures_release_and_match_bare_sdk(
 
 
 def test_early_completion_sweeps_on_sdk17(
-    limiter_env: Any, leases_left: Callable[[], list[Any]]
+    limiter_env: Any,
+    leases_left: Callable[[], list[Any]],
+    discard_dead_leases: Callable[[], None],
 ) -> None:
     @durable_execution
     def handler(event: Any, context: DurableContext) -> Any:
@@ -129,7 +145,7 @@ def test_early_completion_sweeps_on_sdk17(
 
     def scenario() -> Any:
         with DurableFunctionTestRunner(handler=handler) as runner:
-            return runner.run(input="{}", timeout=int(DEADLINE))
+            return _digest(runner.run(input="{}", timeout=int(DEADLINE)))
 
-    assert _ok(run_with_deadline(scenario, DEADLINE)) == 2
+    assert _ok(run_with_deadline(scenario, DEADLINE, after_failure=discard_dead_leases)) == 2
     assert leases_left() == []
