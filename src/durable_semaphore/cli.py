@@ -183,9 +183,7 @@ def _status(args: argparse.Namespace) -> int:
         )
     for lease in leases:
         print(f"  holder     {lease.holder}")
-        print(
-            f"    expires  {_iso(lease.expires_at)} (in {_duration(lease.expires_at - now)})"
-        )
+        print(f"    expires  {_iso(lease.expires_at)} (in {_duration(lease.expires_at - now)})")
         print(f"    acquired {_iso(lease.acquired_at)}")
         print(f"    execution {lease.execution_arn or '-'}")
     return EXIT_OK
@@ -219,9 +217,7 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _add_create_table(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-wait", action="store_true", help="return before the table is ACTIVE"
-    )
+    parser.add_argument("--no-wait", action="store_true", help="return before the table is ACTIVE")
 
 
 def _create_table(args: argparse.Namespace) -> int:

@@ -432,9 +432,7 @@ def save_timeline(result: DemoResult, path: str) -> str:
 
     shared = result.executions > 1
     rows = 2 if shared else 1
-    fig, axes = plt.subplots(
-        rows, 1, figsize=(8, 3.2 * rows), sharex=True, squeeze=False, dpi=80
-    )
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 3.2 * rows), sharex=True, squeeze=False, dpi=80)
     top = axes[0][0]
     xs = [0.0] + [t for t, _ in result.timeline]
     ys = [0] + [c for _, c in result.timeline]
