@@ -18,7 +18,7 @@ from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestR
 
 from durable_semaphore import MapConfig
 from tests.sdk.observe import peak_of
-from tests.sdk1.conftest import RunnerFailure, run_with_deadline
+from tests.sdk1.conftest import RunIsolated, RunnerFailure
 
 N = 10
 LIMIT = 5
@@ -55,24 +55,24 @@ def _wait_handler(limiter: Any) -> Callable[..., Any]:
     return handler
 
 
-def _run_waits(limiter: Any, after_failure: Callable[[], None]) -> Any:
+def _run_waits(limiter: Any, run_isolated: RunIsolated) -> Any:
     def scenario() -> Any:
         with DurableFunctionTestRunner(handler=_wait_handler(limiter)) as runner:
             return _digest(runner.run(input="{}", timeout=int(DEADLINE)))
 
-    return run_with_deadline(scenario, DEADLINE, after_failure=after_failure)
+    return run_isolated(scenario, DEADLINE)
 
 
 def test_waits_bare_sdk_exceeds_limit_and_limiter_fixes_it(
     limiter_env: Any,
     leases_left: Callable[[], list[Any]],
-    discard_dead_leases: Callable[[], None],
+    run_isolated: RunIsolated,
 ) -> None:
-    bare = _run_waits(None, discard_dead_leases)
+    bare = _run_waits(None, run_isolated)
     assert _ok(bare) == [i * 2 for i in range(N)]
     assert bare["peak_waits"] == N  # the seed bug: every branch in flight
 
-    limited = _run_waits("dynamodb", discard_dead_leases)
+    limited = _run_waits("dynamodb", run_isolated)
     assert _ok(limited) == [i * 2 for i in range(N)]
     peak = limited["peak_waits"]
     assert 2 <= peak <= LIMIT, peak
@@ -89,7 +89,7 @@ def _summary(batch: Any) -> list[Any]:
 def test_failures_release_and_match_bare_sdk(
     limiter_env: Any,
     leases_left: Callable[[], list[Any]],
-    discard_dead_leases: Callable[[], None],
+    run_isolated: RunIsolated,
 ) -> None:
     def make(limiter: Any) -> Callable[..., Any]:
         @durable_execution
@@ -116,7 +116,7 @@ def test_failures_release_and_match_bare_sdk(
             with DurableFunctionTestRunner(handler=make(limiter)) as runner:
                 return _digest(runner.run(input="{}", timeout=int(DEADLINE)))
 
-        return _ok(run_with_deadline(scenario, DEADLINE, after_failure=discard_dead_leases))
+        return _ok(run_isolated(scenario, DEADLINE))
 
     bare = run(None)
     assert run("dynamodb") == bare
@@ -127,7 +127,7 @@ def test_failures_release_and_match_bare_sdk(
 def test_early_completion_sweeps_on_sdk17(
     limiter_env: Any,
     leases_left: Callable[[], list[Any]],
-    discard_dead_leases: Callable[[], None],
+    run_isolated: RunIsolated,
 ) -> None:
     @durable_execution
     def handler(event: Any, context: DurableContext) -> Any:
@@ -147,5 +147,5 @@ def test_early_completion_sweeps_on_sdk17(
         with DurableFunctionTestRunner(handler=handler) as runner:
             return _digest(runner.run(input="{}", timeout=int(DEADLINE)))
 
-    assert _ok(run_with_deadline(scenario, DEADLINE, after_failure=discard_dead_leases)) == 2
+    assert _ok(run_isolated(scenario, DEADLINE)) == 2
     assert leases_left() == []
