@@ -9,6 +9,7 @@ run points the same harness at a deliberately broken store and must see one.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import random
 import time
@@ -23,8 +24,9 @@ from durable_semaphore import DynamoDBSemaphore, Lease
 from durable_semaphore.store import default_client_config
 
 PROCESSES = 8
-CYCLES = 500
+CYCLES = 250
 LIMIT = 5
+HOLD_MIN, HOLD_MAX = 0.04, 0.08  # seconds
 
 
 class UnconditionalStore(DynamoDBSemaphore):
@@ -92,7 +94,9 @@ def _cycle_worker(
             refused += 1
             time.sleep(rng.uniform(0, 0.002))
         start = time.monotonic()
-        time.sleep(rng.uniform(0.005, 0.015))  # hold it for a moment: do the "work"
+        # Hold it long against the round trip, so the key stays full and every release is raced
+        # by the waiting workers' acquires: that boundary is where a store would over-admit.
+        time.sleep(rng.uniform(HOLD_MIN, HOLD_MAX))
         end = time.monotonic()
         released = sem.release(key, holder)
         intervals.append((start, end))
@@ -109,6 +113,18 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
         current += delta
         peak = max(peak, current)
     return peak
+
+
+def _share_at(intervals: list[tuple[float, float]], level: int) -> float:
+    """Fraction of the run during which the observer saw exactly ``level`` holders."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    at_level = 0.0
+    current = 0
+    for (t, delta), (t_next, _) in itertools.pairwise(events):
+        current += delta
+        if current == level:
+            at_level += t_next - t
+    return at_level / (events[-1][0] - events[0][0])
 
 
 def _run_harness(
@@ -141,6 +157,7 @@ def _run_harness(
     for proc in procs:
         proc.join(timeout=60)
         assert proc.exitcode == 0
+    print(f"observer saw {LIMIT} holders for {_share_at(intervals, LIMIT):.0%} of the run")
     return _max_overlap(intervals), len(intervals), refused, errors
 
 

@@ -165,7 +165,10 @@ def _status(args: argparse.Namespace) -> int:
                             "holder": lease.holder,
                             "acquired_at": _iso(lease.acquired_at),
                             "expires_at": _iso(lease.expires_at),
-                            "expires_in_seconds": round(lease.expires_at - now),
+                            # Whole seconds left, rounded down: the store rounds the expiry
+                            # up to its TTL second, so rounding to nearest could report more
+                            # time than the lease was granted.
+                            "expires_in_seconds": max(0, int(lease.expires_at - now)),
                             "execution_arn": lease.execution_arn,
                         }
                         for lease in leases

@@ -192,9 +192,10 @@ def test_early_completion_control_without_sweep_leaks(
     previous test really exercises the sweep."""
     monkeypatch.setattr(sdk, "_sweep", lambda scope: None)
     _ok(_run(_early_handler("dynamodb")))
-    # Items 3 and 4 at least were admitted, then abandoned (5 and 6 too, if they were admitted
-    # when 0..2 finished before the coordinator saw min_successful).
-    assert 2 <= len(leases_left()) <= 5
+    # Any leak proves the point. Usually items 3 and 4 were admitted, then abandoned (5 and 6
+    # too, if admitted before the coordinator saw min_successful); on a slow machine item 4 may
+    # still be waiting for its lease when the map returns. At most 5 were ever admitted.
+    assert 1 <= len(leases_left()) <= 5
 
 
 # -- overlapping invocations -----------------------------------------------------------------
