@@ -7,6 +7,7 @@ the limiter, so the ``--no-limiter`` control proves the observer can see an over
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ import pytest
 
 from durable_semaphore import cli
 from durable_semaphore.demo import (
+    RUNNER_LOGGER,
+    RUNNER_RACE_MESSAGE,
     DemoResult,
     PlottingUnavailableError,
+    RunnerRaceCounter,
     overlap_steps,
     peak_overlap,
     save_timeline,
@@ -107,8 +111,25 @@ def test_demo_on_embedded_ministack_prints_summary_and_timeline(
     assert "peak in flight      " in out and "(limit 2): OK" in out
     assert "backend             embedded ministack" in out
     assert "leases left         0" in out
-    pytest.importorskip("matplotlib")
+    # matplotlib comes with the dev extra (through demo), so the picture must exist.
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runner_race_is_counted_and_kept_off_the_terminal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The runner's own re-invocation warning becomes a count; other warnings still show."""
+    logger = logging.getLogger(RUNNER_LOGGER)
+    counter = RunnerRaceCounter()
+    logger.addFilter(counter)
+    try:
+        with caplog.at_level(logging.WARNING, logger=RUNNER_LOGGER):
+            logger.warning("[arn] Lambda output validation failure: %s.", RUNNER_RACE_MESSAGE)
+            logger.warning("[arn] something else went wrong")
+    finally:
+        logger.removeFilter(counter)
+    assert counter.count == 1
+    assert [r.getMessage() for r in caplog.records] == ["[arn] something else went wrong"]
 
 
 def test_missing_matplotlib_gives_a_clear_message(
