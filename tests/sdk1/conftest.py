@@ -35,7 +35,7 @@ class RunnerFailure(Exception):
 def run_with_deadline(
     scenario: Callable[[], Any],
     deadline: float,
-    attempts: int = 12,
+    attempts: int = 20,
     after_failure: Callable[[], None] | None = None,
 ) -> Any:
     """Run ``scenario`` (which builds its own runner) in a forked child with a deadline.
