@@ -4,7 +4,8 @@ The judge is an independent observer, not the store: each worker records the int
 which it *believed* it held a lease, on the machine-wide monotonic clock, from after
 ``try_acquire`` returned until just before ``release`` was sent. That interval lies inside the
 real holding interval, so an observed overlap above the limit is a real violation. The control
-run points the same harness at a deliberately broken store and must see one.
+run points the same harness at a deliberately broken store and must see one. The overlap count
+is the demo's observer (``overlap_steps``), unit-tested in test_demo.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import boto3
 import pytest
 
 from durable_semaphore import DynamoDBSemaphore, Lease
+from durable_semaphore.demo import overlap_steps
 from durable_semaphore.store import default_client_config
 
 PROCESSES = 8
@@ -105,26 +107,10 @@ def _cycle_worker(
     out.put(("intervals", intervals, refused))
 
 
-def _max_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals]
-    events.sort(key=lambda ev: (ev[0], ev[1]))  # ends before starts at the same instant
-    peak = current = 0
-    for _, delta in events:
-        current += delta
-        peak = max(peak, current)
-    return peak
-
-
-def _share_at(intervals: list[tuple[float, float]], level: int) -> float:
+def _share_at(steps: list[tuple[float, int]], level: int) -> float:
     """Fraction of the run during which the observer saw exactly ``level`` holders."""
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    at_level = 0.0
-    current = 0
-    for (t, delta), (t_next, _) in itertools.pairwise(events):
-        current += delta
-        if current == level:
-            at_level += t_next - t
-    return at_level / (events[-1][0] - events[0][0])
+    at_level = sum(t_next - t for (t, n), (t_next, _) in itertools.pairwise(steps) if n == level)
+    return at_level / (steps[-1][0] - steps[0][0])
 
 
 def _run_harness(
@@ -157,8 +143,9 @@ def _run_harness(
     for proc in procs:
         proc.join(timeout=60)
         assert proc.exitcode == 0
-    print(f"observer saw {LIMIT} holders for {_share_at(intervals, LIMIT):.0%} of the run")
-    return _max_overlap(intervals), len(intervals), refused, errors
+    steps = overlap_steps(intervals)
+    print(f"observer saw {LIMIT} holders for {_share_at(steps, LIMIT):.0%} of the run")
+    return max(n for _, n in steps), len(intervals), refused, errors
 
 
 @pytest.mark.stress

@@ -77,15 +77,7 @@ def overlap_steps(spans: Iterable[tuple[float, float]]) -> list[tuple[float, int
 
 def peak_overlap(spans: Iterable[tuple[float, float]]) -> int:
     """Most intervals open at one instant."""
-    events = sorted(
-        [(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
-        key=lambda e: (e[0], e[1]),
-    )
-    current = peak = 0
-    for _, delta in events:
-        current += delta
-        peak = max(peak, current)
-    return peak
+    return max((count for _, count in overlap_steps(spans)), default=0)
 
 
 # -- counting DynamoDB requests ----------------------------------------------------------------

@@ -28,6 +28,11 @@ RunIsolated = Callable[[Callable[[], Any], float], Any]
 """``run(scenario, deadline)``: the ``run_isolated`` fixture's type."""
 
 
+def is_refused_checkpoint(text: str) -> bool:
+    """The runner's "Invalid checkpoint token" refusal, wherever it surfaces."""
+    return "checkpoint token" in text
+
+
 class RunnerFailure(Exception):
     """The local runner (testing 1.2.1) failed or hung: not a verdict on the code under test."""
 
@@ -112,7 +117,7 @@ def _child(scenario: Callable[[], Any], sender: Connection) -> None:
         outcome: tuple[str, Any] = ("value", scenario())
     except BaseException as exc:
         text = f"{type(exc).__name__}: {exc}"
-        is_runner = isinstance(exc, RunnerFailure | TimeoutError) or "checkpoint token" in text
+        is_runner = isinstance(exc, RunnerFailure | TimeoutError) or is_refused_checkpoint(text)
         outcome = ("runner" if is_runner else "error", text)
     report(outcome)
 
@@ -127,7 +132,7 @@ class _RefusedCheckpoint(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         error = record.exc_info[1] if record.exc_info else None
-        if error is not None and "checkpoint token" in str(error):
+        if error is not None and is_refused_checkpoint(str(error)):
             self._report(("runner", f"refused checkpoint: {type(error).__name__}: {error}"))
 
 

@@ -18,7 +18,7 @@ from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestR
 
 from durable_semaphore import MapConfig
 from tests.sdk.observe import peak_of
-from tests.sdk1.conftest import RunIsolated, RunnerFailure
+from tests.sdk1.conftest import RunIsolated, RunnerFailure, is_refused_checkpoint
 
 N = 10
 LIMIT = 5
@@ -27,7 +27,7 @@ DEADLINE = 15.0  # a healthy run takes 2 to 7 s; a hung one never finishes
 
 def _digest(res: Any) -> dict[str, Any]:
     """What the parent needs from a run, computed in the child (results do not pickle)."""
-    if res.status.name != "SUCCEEDED" and "checkpoint token" in str(res.error):
+    if res.status.name != "SUCCEEDED" and is_refused_checkpoint(str(res.error)):
         raise RunnerFailure(str(res.error))
     return {
         "status": res.status.name,
