@@ -134,19 +134,36 @@ def test_reclaim_more_than_one_transaction_of_expired(
 
 
 def test_ttl_deleted_items_are_repaired_when_full(
-    semaphore: DynamoDBSemaphore, ddb_client: object
+    make_semaphore: Callable[..., DynamoDBSemaphore], clock: FakeClock
 ) -> None:
-    """DynamoDB's TTL sweeper deletes items without touching our counter; we must recover."""
-    semaphore.try_acquire("k", "a", 2)
-    semaphore.try_acquire("k", "b", 2)
-    # Simulate the sweeper: delete a lease item directly.
-    semaphore.client.delete_item(
-        TableName=semaphore.table_name, Key={"pk": {"S": "k"}, "sk": {"S": "h#a"}}
-    )
-    assert semaphore.slot_count("k").count == 2
-    assert semaphore.try_acquire("k", "c", 2) is not None
-    assert sorted(h.holder for h in semaphore.holders("k")) == ["b", "c"]
-    assert semaphore.slot_count("k").count == 2
+    """DynamoDB's TTL sweeper deletes expired items without touching our counter; we recover.
+
+    The sweeper only ever deletes *expired* items, which is what lets a refusal skip the
+    reconcile while no lease can have expired (the counter's expiry hint says so).
+    """
+    sem = make_semaphore(clock)
+    sem.try_acquire("k", "a", 2, ttl_seconds=10)
+    sem.try_acquire("k", "b", 2, ttl_seconds=500)
+    clock.advance(11)
+    # Simulate the sweeper: delete the expired lease item directly.
+    sem.client.delete_item(TableName=sem.table_name, Key={"pk": {"S": "k"}, "sk": {"S": "h#a"}})
+    assert sem.slot_count("k").count == 2
+    assert sem.try_acquire("k", "c", 2) is not None
+    assert sorted(h.holder for h in sem.holders("k")) == ["b", "c"]
+    assert sem.slot_count("k").count == 2
+
+
+def test_refusal_does_not_reconcile_while_no_lease_can_have_expired(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    """A refused attempt costs one request whatever the number of holders (no Query)."""
+    from tests.store_helpers import count_requests
+
+    for i in range(20):
+        assert semaphore.try_acquire("k", f"h{i}", 20) is not None
+    with count_requests(semaphore.client) as seen:
+        assert semaphore.try_acquire("k", "late", 20) is None
+    assert dict(seen) == {"TransactWriteItems": 1}
 
 
 def test_renew_never_takes_a_slot(

@@ -1,30 +1,46 @@
-"""The lease store: a counting semaphore in DynamoDB built from conditional writes.
+"""The lease store: a counting semaphore in DynamoDB with a FIFO wait queue and hand-off.
 
 Data model (one partition per semaphore key)::
 
-    pk = <key>   sk = "#meta"          count, ver            the slot counter
-    pk = <key>   sk = "h#<holder>"     holder, acquired_at,  one item per lease
-                                       expires_at (TTL), execution_arn
+    pk = <key>  sk = "#meta"        count, ver, wseq, nwait, xh, lim      the slot counter
+    pk = <key>  sk = "h#<holder>"   holder, st, acquired_at,              one item per holder:
+                                    expires_at (TTL), execution_arn,      a lease (st held or
+                                    seq                                   granted) or a queue
+                                                                          marker (st queued)
+    pk = <key>  sk = "w#<seq>"      holder, seq, qexp, lttl, cb,          the wait queue, in
+                                    execution_arn                         arrival order
 
 Why this shape:
 
 * The counter makes "fewer than ``limit`` holders" a single-item condition, which DynamoDB can
-  check atomically. The holder items make the state *derivable from identities*: acquire puts
-  the holder item and bumps the counter in one transaction, so the same holder can never be
-  counted twice (``attribute_not_exists`` on its item) and a release that does not find its item
-  changes nothing. The counter can never go negative and never drifts from the holder items,
-  except upward when DynamoDB's TTL sweeper deletes an expired item behind our back; a
-  version-checked reconcile (``ver``) repairs that the next time the semaphore looks full.
-* Writes stay constant-size: an acquire or release touches one small counter item and one small
-  lease item, whatever the number of holders (a single item with a map of holders grows with
-  every holder: about 8 WCU per write at 100 holders, and it cannot exceed 400 KB).
+  check atomically, and the holder items make the state *derivable from identities*: acquire
+  puts the holder item and bumps the counter in one transaction, so the same holder can never
+  be counted twice (``attribute_not_exists`` on its item) and a release that does not find its
+  item changes nothing.
+* The wait queue is FIFO across every client of the key. ``wseq`` numbers arrivals; a waiter's
+  ``w#<seq>`` item sorts by arrival, so the oldest waiter is one ``Query ... Limit`` away. Its
+  ``h#<holder>`` marker (st ``queued``) makes enqueueing idempotent per holder: a replay or an
+  overlapping invocation finds the marker and never queues twice.
+* **Hand-off.** Releasing a slot while someone waits gives it to the oldest live waiter in the
+  same transaction (delete the releaser's lease, delete the waiter's queue item, turn its marker
+  into a ``granted`` lease, leave ``count`` alone), so the count never dips and no newcomer can
+  barge in: a new acquire is refused while ``nwait > 0``. The caller gets a :class:`Grant` back
+  and wakes the waiter (see :mod:`durable_semaphore.wake`); the waiter then finds the lease
+  already its own.
+* **Cheap refusals.** ``xh`` is a lower bound on the earliest lease expiry. A refused acquire
+  reads the counter item from the cancellation (``ALL_OLD``) and reconciles (a Query over all
+  holders) only when ``xh`` says a lease can actually have expired; otherwise a refusal costs one
+  request and an enqueue one more, whatever the number of holders.
+* Writes stay constant-size: every operation touches a handful of small items.
 
 Expiry has one-second granularity because ``expires_at`` doubles as the table's TTL attribute,
-which DynamoDB reads as whole epoch seconds.
+which DynamoDB reads as whole epoch seconds. Queue items (``w#``) carry no TTL attribute: only
+this module removes them, so a live waiter can never silently drop out of the order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -52,12 +68,22 @@ else:
 
 DEFAULT_TABLE_NAME = "durable-semaphore"
 DEFAULT_TTL_SECONDS = 86_400
+#: How long a queue entry lives without its waiter checking in. A waiter refreshes it on every
+#: check; one that stops (its branch or execution ended) drops out after this.
+DEFAULT_QUEUE_TTL_SECONDS = 900
 
 PK = "pk"
 SK = "sk"
 TTL_ATTRIBUTE = "expires_at"
 META_SK = "#meta"
 HOLDER_PREFIX = "h#"
+QUEUE_PREFIX = "w#"
+_SEQ_WIDTH = 20
+
+#: States of an ``h#`` item. A missing ``st`` reads as HELD (items written before the queue).
+HELD = "held"
+QUEUED = "queued"
+GRANTED = "granted"
 
 #: The key schema shared by :meth:`DynamoDBSemaphore.create_table` and template.yaml.
 KEY_SCHEMA: list[dict[str, str]] = [
@@ -74,10 +100,13 @@ MAX_PARTITION_KEY_BYTES = 2048
 MAX_SORT_KEY_BYTES = 1024
 MAX_HOLDER_BYTES = MAX_SORT_KEY_BYTES - len(HOLDER_PREFIX)
 MAX_EXECUTION_ARN_BYTES = 2048
+MAX_CALLBACK_ID_BYTES = 4096
 # A transaction holds at most 100 items; one is the counter.
 _MAX_DELETES_PER_RECONCILE = 99
 # Bounded retries when transactions collide (TransactionConflict) or a reconcile loses a race.
 _MAX_ATTEMPTS = 50
+# How many queue heads one Query reads: enough to skip a few dead waiters in one round trip.
+_HEADS_PER_QUERY = 4
 
 
 def default_client_config() -> Config:
@@ -89,18 +118,89 @@ def default_client_config() -> Config:
     )
 
 
+# -- results -----------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """One held slot. Times are epoch seconds."""
+    """One held slot (or, with ``state == QUEUED``, a queue marker). Times are epoch seconds."""
 
     key: str
     holder: str
     acquired_at: float
     expires_at: float
     execution_arn: str | None = None
+    state: str = HELD
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
+
+    @property
+    def holds_slot(self) -> bool:
+        """True for a held or granted lease, False for a queue marker."""
+        return self.state != QUEUED
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """One entry of a key's wait queue, oldest first by ``seq``."""
+
+    key: str
+    holder: str
+    seq: int
+    expires_at: float
+    lease_ttl_seconds: float
+    execution_arn: str | None = None
+    callback_id: str | None = None
+
+    def is_live(self, now: float) -> bool:
+        return self.expires_at > now
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A slot this call handed to a waiter. The caller wakes it (callback or local signal)."""
+
+    key: str
+    holder: str
+    execution_arn: str | None
+    callback_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireResult:
+    """What :meth:`DynamoDBSemaphore.acquire` did.
+
+    ``lease`` is set when the holder owns a slot; otherwise ``position`` is its queue sequence
+    number when it waits (None when it was refused without queueing). ``grants`` are slots this
+    call handed to *other* waiters while repairing the key; wake them.
+    """
+
+    lease: Lease | None
+    position: int | None = None
+    grants: tuple[Grant, ...] = ()
+
+    @property
+    def held(self) -> bool:
+        return self.lease is not None
+
+    @property
+    def queued(self) -> bool:
+        return self.lease is None and self.position is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    """What :meth:`DynamoDBSemaphore.release_slot` did.
+
+    ``released`` is True only if this call freed a live slot. ``grant`` names the waiter that
+    received it (wake it); ``left_queue`` is True when the holder was a waiter and its queue
+    entry was removed instead.
+    """
+
+    released: bool
+    grant: Grant | None = None
+    left_queue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +209,43 @@ class SlotCount:
 
     count: int
     version: int
+    waiters: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    """The counter item, parsed; absent attributes read as their neutral value."""
+
+    exists: bool
+    count: int
+    version: int
+    wseq: int
+    nwait: int
+    hint: float | None
+    limit: int | None
+
+    @classmethod
+    def parse(cls, item: Mapping[str, Any] | None) -> _Meta:
+        if not item:
+            return cls(False, 0, 0, 0, 0, None, None)
+
+        def number(name: str) -> int:
+            return int(item[name]["N"]) if name in item else 0
+
+        hint = float(item["xh"]["N"]) if "xh" in item else None
+        limit = int(item["lim"]["N"]) if "lim" in item else None
+        return cls(
+            True, number("count"), number("ver"), number("wseq"), number("nwait"), hint, limit
+        )
+
+    def may_hold_expired(self, now: float) -> bool:
+        """Whether a lease counted here can have expired (so a reconcile can free a slot)."""
+        if self.count <= 0:
+            return False
+        return self.hint is None or self.hint <= now
+
+
+# -- validation --------------------------------------------------------------------------------
 
 
 def _validate_key(key: object) -> str:
@@ -139,14 +276,14 @@ def _validate_limit(limit: object) -> int:
     return limit
 
 
-def _validate_ttl(ttl_seconds: object) -> float:
+def _validate_ttl(ttl_seconds: object, name: str = "ttl_seconds") -> float:
     if (
         isinstance(ttl_seconds, bool)
         or not isinstance(ttl_seconds, int | float)
         or not math.isfinite(ttl_seconds)
         or ttl_seconds <= 0
     ):
-        raise InvalidArgumentError("ttl_seconds", ttl_seconds, "must be a finite number > 0")
+        raise InvalidArgumentError(name, ttl_seconds, "must be a finite number > 0")
     return float(ttl_seconds)
 
 
@@ -162,10 +299,35 @@ def _validate_arn(execution_arn: object) -> str | None:
     return execution_arn
 
 
+def _validate_callback_id(callback_id: object) -> str | None:
+    if callback_id is None:
+        return None
+    if not isinstance(callback_id, str) or not callback_id:
+        raise InvalidArgumentError("callback_id", callback_id, "must be a non-empty string")
+    if len(callback_id.encode("utf-8")) > MAX_CALLBACK_ID_BYTES:
+        raise InvalidArgumentError("callback_id", callback_id, f"is over {MAX_CALLBACK_ID_BYTES}")
+    return callback_id
+
+
+def _validate_position(position: object) -> int | None:
+    if position is None:
+        return None
+    if isinstance(position, bool) or not isinstance(position, int) or position < 1:
+        raise InvalidArgumentError("position", position, "must be an integer >= 1 or None")
+    return position
+
+
+# -- item codecs -------------------------------------------------------------------------------
+
+
 def _num(value: float) -> dict[str, str]:
     if float(value).is_integer():
         return {"N": str(int(value))}
     return {"N": repr(float(value))}
+
+
+def _state(item: Mapping[str, Any]) -> str:
+    return str(item.get("st", {}).get("S", HELD))
 
 
 def _lease_from_item(item: Mapping[str, Any]) -> Lease:
@@ -173,18 +335,380 @@ def _lease_from_item(item: Mapping[str, Any]) -> Lease:
     return Lease(
         key=item[PK]["S"],
         holder=item[SK]["S"][len(HOLDER_PREFIX) :],
-        acquired_at=float(item["acquired_at"]["N"]),
+        acquired_at=float(item.get("acquired_at", {"N": "0"})["N"]),
         expires_at=float(item[TTL_ATTRIBUTE]["N"]),
         execution_arn=arn,
+        state=_state(item),
     )
+
+
+def _waiter_from_item(item: Mapping[str, Any]) -> Waiter:
+    return Waiter(
+        key=item[PK]["S"],
+        holder=item["holder"]["S"],
+        seq=int(item["seq"]["N"]),
+        expires_at=float(item["qexp"]["N"]),
+        lease_ttl_seconds=float(item["lttl"]["N"]),
+        execution_arn=item.get("execution_arn", {}).get("S"),
+        callback_id=item.get("cb", {}).get("S"),
+    )
+
+
+def _queue_sk(seq: int) -> str:
+    return f"{QUEUE_PREFIX}{seq:0{_SEQ_WIDTH}d}"
 
 
 def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
 
+def _failed(reason: Mapping[str, Any]) -> bool:
+    return reason.get("Code") == "ConditionalCheckFailed"
+
+
+# -- transaction builders ----------------------------------------------------------------------
+#
+# Each returns the TransactItems of one step of the protocol, so they can be read (and tested)
+# on their own. Conditions are named for what they guard.
+
+
+def _meta_key(key: str) -> dict[str, Any]:
+    return {PK: {"S": key}, SK: {"S": META_SK}}
+
+
+def _holder_key(key: str, holder: str) -> dict[str, Any]:
+    return {PK: {"S": key}, SK: {"S": HOLDER_PREFIX + holder}}
+
+
+def _queue_key(key: str, seq: int) -> dict[str, Any]:
+    return {PK: {"S": key}, SK: {"S": _queue_sk(seq)}}
+
+
+def _hint_clause(lower_hint: bool) -> tuple[str, str]:
+    """(SET fragment, condition) keeping ``xh`` a lower bound of every lease's expiry.
+
+    The common case keeps the hint (the new lease expires no earlier than it); only a lease
+    that expires sooner than every other lowers it, in a second variant of the same write.
+    """
+    if lower_hint:
+        return "#xh = :exp", "(attribute_not_exists(#xh) OR #xh > :exp)"
+    no_leases = "(attribute_not_exists(#xh) AND (attribute_not_exists(#c) OR #c <= :zero))"
+    return "#xh = if_not_exists(#xh, :exp)", f"({no_leases} OR #xh <= :exp)"
+
+
+def acquire_ops(
+    table: str, key: str, item: dict[str, Any], limit: int, expires_at: int, lower_hint: bool
+) -> list[dict[str, Any]]:
+    """Take a new slot: count below the limit, nobody queued, and the holder has no item yet."""
+    hint_set, hint_cond = _hint_clause(lower_hint)
+    slot_free = "(attribute_not_exists(#c) OR #c < :limit)"
+    nobody_waits = "(attribute_not_exists(#nw) OR #nw <= :zero)"
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": _meta_key(key),
+                "UpdateExpression": (
+                    "SET #c = if_not_exists(#c, :zero) + :one, "
+                    "#v = if_not_exists(#v, :zero) + :one, #lim = :limit, " + hint_set
+                ),
+                "ConditionExpression": f"{slot_free} AND {nobody_waits} AND {hint_cond}",
+                "ExpressionAttributeNames": {
+                    "#c": "count",
+                    "#v": "ver",
+                    "#nw": "nwait",
+                    "#xh": "xh",
+                    "#lim": "lim",
+                },
+                "ExpressionAttributeValues": {
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":exp": _num(expires_at),
+                },
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        },
+        {
+            "Put": {
+                "TableName": table,
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(#sk)",
+                "ExpressionAttributeNames": {"#sk": SK},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        },
+    ]
+
+
+def enqueue_ops(
+    table: str,
+    key: str,
+    limit: int,
+    seen_wseq: int,
+    marker: dict[str, Any],
+    entry: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Join the queue at ``seen_wseq + 1``: only while the key is full or others already wait
+    (so a waiter never sits behind a free slot), and only if nobody took that number first."""
+    must_wait = "(#c >= :limit OR #nw > :zero)"
+    number_unchanged = "#ws = :seen" if seen_wseq else "(attribute_not_exists(#ws) OR #ws = :seen)"
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": _meta_key(key),
+                "UpdateExpression": (
+                    "SET #ws = :next, #nw = if_not_exists(#nw, :zero) + :one, "
+                    "#v = if_not_exists(#v, :zero) + :one, #lim = :limit"
+                ),
+                "ConditionExpression": f"attribute_exists(#c) AND {must_wait} AND "
+                + number_unchanged,
+                "ExpressionAttributeNames": {
+                    "#c": "count",
+                    "#v": "ver",
+                    "#nw": "nwait",
+                    "#ws": "wseq",
+                    "#lim": "lim",
+                },
+                "ExpressionAttributeValues": {
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":seen": {"N": str(seen_wseq)},
+                    ":next": {"N": str(seen_wseq + 1)},
+                },
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        },
+        {
+            "Put": {
+                "TableName": table,
+                "Item": marker,
+                "ConditionExpression": "attribute_not_exists(#sk)",
+                "ExpressionAttributeNames": {"#sk": SK},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        },
+        {
+            "Put": {
+                "TableName": table,
+                "Item": entry,
+                "ConditionExpression": "attribute_not_exists(#sk)",
+                "ExpressionAttributeNames": {"#sk": SK},
+            }
+        },
+    ]
+
+
+def _lease_delete(
+    table: str, key: str, holder: str, now: float, *, only_granted: bool
+) -> dict[str, Any]:
+    """Delete a live lease item (held or granted; with ``only_granted``, an unclaimed grant)."""
+    if only_granted:
+        state_ok, state = "#st = :state", GRANTED
+    else:
+        state_ok, state = "(attribute_not_exists(#st) OR #st <> :state)", QUEUED
+    return {
+        "Delete": {
+            "TableName": table,
+            "Key": _holder_key(key, holder),
+            "ConditionExpression": f"attribute_exists(#sk) AND #e > :now AND {state_ok}",
+            "ExpressionAttributeNames": {"#sk": SK, "#e": TTL_ATTRIBUTE, "#st": "st"},
+            "ExpressionAttributeValues": {":now": _num(now), ":state": {"S": state}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def release_ops(
+    table: str, key: str, holder: str, now: float, *, only_granted: bool = False
+) -> list[dict[str, Any]]:
+    """Free a slot when nobody waits: delete the lease, count down."""
+    return [
+        _lease_delete(table, key, holder, now, only_granted=only_granted),
+        {
+            "Update": {
+                "TableName": table,
+                "Key": _meta_key(key),
+                "UpdateExpression": "SET #c = #c - :one, #v = #v + :one",
+                "ConditionExpression": "#c > :zero AND (attribute_not_exists(#nw) OR #nw <= :zero)",
+                "ExpressionAttributeNames": {"#c": "count", "#v": "ver", "#nw": "nwait"},
+                "ExpressionAttributeValues": {":zero": {"N": "0"}, ":one": {"N": "1"}},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        },
+    ]
+
+
+def handoff_ops(
+    table: str,
+    key: str,
+    releaser: str | None,
+    waiter: Waiter,
+    now: float,
+    *,
+    limit: int | None = None,
+    lower_hint: bool = False,
+    only_granted: bool = False,
+) -> list[dict[str, Any]]:
+    """Pass a slot to ``waiter`` (the oldest live one) in one transaction.
+
+    With ``releaser``, its lease is deleted and the count stays: the slot moves, it is never
+    free for a newcomer. Without one, a free slot (count below ``limit``) is filled instead.
+    The waiter's marker becomes a ``granted`` lease living ``lease_ttl_seconds`` from now.
+    Items, in order: [releaser delete], queue item delete, marker update, counter update.
+    """
+    expires_at = math.ceil(now + waiter.lease_ttl_seconds)
+    hint_set, hint_cond = _hint_clause(lower_hint)
+    ops: list[dict[str, Any]] = []
+    if releaser is not None:
+        ops.append(_lease_delete(table, key, releaser, now, only_granted=only_granted))
+    ops.append(
+        {
+            "Delete": {
+                "TableName": table,
+                "Key": _queue_key(key, waiter.seq),
+                "ConditionExpression": "attribute_exists(#sk)",
+                "ExpressionAttributeNames": {"#sk": SK},
+            }
+        }
+    )
+    ops.append(
+        {
+            "Update": {
+                "TableName": table,
+                "Key": _holder_key(key, waiter.holder),
+                "UpdateExpression": "SET #st = :granted, #e = :exp, #at = :now",
+                "ConditionExpression": "#st = :queued AND #seq = :seq",
+                "ExpressionAttributeNames": {
+                    "#st": "st",
+                    "#e": TTL_ATTRIBUTE,
+                    "#at": "acquired_at",
+                    "#seq": "seq",
+                },
+                "ExpressionAttributeValues": {
+                    ":granted": {"S": GRANTED},
+                    ":queued": {"S": QUEUED},
+                    ":exp": _num(expires_at),
+                    ":now": _num(now),
+                    ":seq": {"N": str(waiter.seq)},
+                },
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+    )
+    names = {"#c": "count", "#v": "ver", "#nw": "nwait", "#xh": "xh"}
+    values: dict[str, Any] = {":zero": {"N": "0"}, ":one": {"N": "1"}, ":exp": _num(expires_at)}
+    if releaser is not None:
+        update = "SET #nw = #nw - :one, #v = #v + :one, " + hint_set
+        condition = f"#nw > :zero AND #c > :zero AND {hint_cond}"
+    else:
+        update = "SET #nw = #nw - :one, #c = #c + :one, #v = #v + :one, " + hint_set
+        condition = f"#nw > :zero AND #c < :limit AND {hint_cond}"
+        values[":limit"] = {"N": str(limit if limit is not None else 0)}
+    ops.append(
+        {
+            "Update": {
+                "TableName": table,
+                "Key": _meta_key(key),
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+    )
+    return ops
+
+
+def leave_queue_ops(table: str, key: str, holder: str | None, seq: int) -> list[dict[str, Any]]:
+    """Remove queue entry ``seq`` (and, if given, ``holder``'s marker for that same entry)."""
+    ops: list[dict[str, Any]] = [
+        {
+            "Delete": {
+                "TableName": table,
+                "Key": _queue_key(key, seq),
+                "ConditionExpression": "attribute_exists(#sk)",
+                "ExpressionAttributeNames": {"#sk": SK},
+            }
+        },
+        {
+            "Update": {
+                "TableName": table,
+                "Key": _meta_key(key),
+                "UpdateExpression": "SET #nw = #nw - :one, #v = #v + :one",
+                "ConditionExpression": "#nw > :zero",
+                "ExpressionAttributeNames": {"#nw": "nwait", "#v": "ver"},
+                "ExpressionAttributeValues": {":zero": {"N": "0"}, ":one": {"N": "1"}},
+            }
+        },
+    ]
+    if holder is not None:
+        ops.append(
+            {
+                "Delete": {
+                    "TableName": table,
+                    "Key": _holder_key(key, holder),
+                    "ConditionExpression": "attribute_not_exists(#sk) OR "
+                    "(#st = :queued AND #seq = :seq)",
+                    "ExpressionAttributeNames": {"#sk": SK, "#st": "st", "#seq": "seq"},
+                    "ExpressionAttributeValues": {
+                        ":queued": {"S": QUEUED},
+                        ":seq": {"N": str(seq)},
+                    },
+                }
+            }
+        )
+    return ops
+
+
+def touch_ops(
+    table: str, key: str, holder: str, seq: int, queue_expires_at: int, callback_id: str | None
+) -> list[dict[str, Any]]:
+    """A waiter checks in: keep its entry alive and record where to wake it."""
+    entry_set = "SET #q = :qexp"
+    names: dict[str, str] = {"#sk": SK, "#q": "qexp"}
+    values: dict[str, Any] = {":qexp": _num(queue_expires_at)}
+    if callback_id is not None:
+        entry_set += ", #cb = :cb"
+        names["#cb"] = "cb"
+        values[":cb"] = {"S": callback_id}
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": _holder_key(key, holder),
+                "UpdateExpression": "SET #e = :qexp",
+                "ConditionExpression": "#st = :queued AND #seq = :seq",
+                "ExpressionAttributeNames": {"#e": TTL_ATTRIBUTE, "#st": "st", "#seq": "seq"},
+                "ExpressionAttributeValues": {
+                    ":qexp": _num(queue_expires_at),
+                    ":queued": {"S": QUEUED},
+                    ":seq": {"N": str(seq)},
+                },
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        },
+        {
+            "Update": {
+                "TableName": table,
+                "Key": _queue_key(key, seq),
+                "UpdateExpression": entry_set,
+                "ConditionExpression": "attribute_exists(#sk)",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        },
+    ]
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
 class DynamoDBSemaphore:
-    """A counting semaphore per key, with idempotent, identity-based leases.
+    """A counting semaphore per key, with idempotent, identity-based leases and a FIFO queue.
 
     Thread-safe as far as boto3 clients are (a client may be shared between threads).
     ``clock`` returns epoch seconds; inject one to test expiry without sleeping.
@@ -261,7 +785,7 @@ class DynamoDBSemaphore:
             if "already enabled" not in str(err).lower():
                 raise
 
-    # ------------------------------------------------------------ operations
+    # ------------------------------------------------------------ acquiring
 
     def try_acquire(
         self,
@@ -272,25 +796,63 @@ class DynamoDBSemaphore:
         *,
         execution_arn: str | None = None,
     ) -> Lease | None:
-        """Take a slot for ``holder`` under ``key`` if fewer than ``limit`` live leases exist.
+        """Take a slot for ``holder`` under ``key`` if fewer than ``limit`` live leases exist
+        and nobody waits in the queue; never queues.
 
         Idempotent per ``(key, holder)``: a holder that already holds a live lease gets it back,
         with its expiry extended to at least now + ``ttl_seconds``; it never takes a second slot.
-        Returns None when the semaphore is full.
+        A holder that was handed a slot while queued gets it. Returns None when the semaphore is
+        full (or others wait ahead).
+        """
+        return self.acquire(
+            key, holder, limit, ttl_seconds, execution_arn=execution_arn, enqueue=False
+        ).lease
+
+    def acquire(
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        *,
+        execution_arn: str | None = None,
+        enqueue: bool = True,
+        position: int | None = None,
+        callback_id: str | None = None,
+        queue_ttl_seconds: float = DEFAULT_QUEUE_TTL_SECONDS,
+    ) -> AcquireResult:
+        """Take a slot, or join the key's FIFO queue and wait for one to be handed over.
+
+        Idempotent per ``(key, holder)`` whatever state the holder is in: a live lease is
+        renewed and returned, a granted slot is claimed and returned, a queued holder keeps its
+        place (its entry is refreshed for ``queue_ttl_seconds`` and ``callback_id`` recorded,
+        so a releaser can wake it). ``position``, the sequence number a previous call returned,
+        saves a round trip for a holder that knows it waits. Nothing is written on bad input.
         """
         _validate_key(key)
         _validate_holder(holder)
         _validate_limit(limit)
         ttl = _validate_ttl(ttl_seconds)
         _validate_arn(execution_arn)
+        _validate_callback_id(callback_id)
+        _validate_position(position)
+        queue_ttl = _validate_ttl(queue_ttl_seconds, "queue_ttl_seconds")
 
+        grants: list[Grant] = []
+        lower_hint = False
         for attempt in range(_MAX_ATTEMPTS):
             now = self._clock()
+            if position is not None:
+                touched = self._touch(key, holder, position, now, queue_ttl, callback_id, ttl)
+                if touched is not None:
+                    return _with_grants(touched, grants)
+                position = None  # the entry is gone: acquire or queue afresh
             expires_at = math.ceil(now + ttl)
             item: dict[str, Any] = {
                 PK: {"S": key},
                 SK: {"S": HOLDER_PREFIX + holder},
                 "holder": {"S": holder},
+                "st": {"S": HELD},
                 "acquired_at": _num(now),
                 TTL_ATTRIBUTE: _num(expires_at),
             }
@@ -298,70 +860,207 @@ class DynamoDBSemaphore:
                 item["execution_arn"] = {"S": execution_arn}
             try:
                 self._transact(
-                    [
-                        {
-                            "Update": {
-                                "TableName": self.table_name,
-                                "Key": self._meta_key(key),
-                                "UpdateExpression": (
-                                    "SET #c = if_not_exists(#c, :zero) + :one, "
-                                    "#v = if_not_exists(#v, :zero) + :one"
-                                ),
-                                "ConditionExpression": "attribute_not_exists(#c) OR #c < :limit",
-                                "ExpressionAttributeNames": {"#c": "count", "#v": "ver"},
-                                "ExpressionAttributeValues": {
-                                    ":zero": {"N": "0"},
-                                    ":one": {"N": "1"},
-                                    ":limit": {"N": str(limit)},
-                                },
-                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                            }
-                        },
-                        {
-                            "Put": {
-                                "TableName": self.table_name,
-                                "Item": item,
-                                "ConditionExpression": "attribute_not_exists(#sk)",
-                                "ExpressionAttributeNames": {"#sk": SK},
-                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                            }
-                        },
-                    ]
+                    acquire_ops(self.table_name, key, item, limit, expires_at, lower_hint)
                 )
                 observability.lease_acquired(key, holder)
-                return Lease(key, holder, now, float(expires_at), execution_arn)
+                return AcquireResult(
+                    Lease(key, holder, now, float(expires_at), execution_arn), None, tuple(grants)
+                )
             except _Cancelled as cancelled:
-                meta_reason, lease_reason = cancelled.reasons
-                if lease_reason.get("Code") == "ConditionalCheckFailed":
-                    existing = lease_reason.get("Item")
-                    if existing is not None and float(existing[TTL_ATTRIBUTE]["N"]) > now:
-                        renewed = self.renew(key, holder, ttl)
-                        if renewed is not None:
-                            return renewed
-                        continue  # it expired or was released meanwhile: start over
-                    # Our own expired lease still occupies its item: clear it, then retry.
-                    self._reconcile(key)
+                meta_reason, holder_reason = cancelled.reasons
+                if _failed(holder_reason):
+                    existing = holder_reason.get("Item")
+                    mine = self._own_item(key, holder, existing, now, ttl, queue_ttl, callback_id)
+                    if mine is not None:
+                        return _with_grants(mine, grants)
+                    continue  # it changed meanwhile, or our expired lease was cleared: retry
+                if not _failed(meta_reason):
+                    _backoff(attempt)  # TransactionConflict and the like
                     continue
-                if meta_reason.get("Code") == "ConditionalCheckFailed":
-                    # Full by the counter, which may still include expired leases.
+                meta = _Meta.parse(meta_reason.get("Item"))
+                if meta.count < limit and meta.nwait <= 0:
+                    lower_hint = True  # only the expiry hint refused us: lower it
+                    continue
+                if meta.may_hold_expired(now):
                     outcome = self._reconcile(key)
                     if outcome is None:
                         _backoff(attempt)
                         continue
-                    if outcome[1] > 0:
+                    grants.extend(outcome.grants)
+                    if outcome.freed > 0 or outcome.deleted > 0:
                         continue
+                if meta.count < limit and meta.nwait > 0:
+                    # Free slots behind a queue (an expiry or a dead waiter): fill them first.
+                    grants.extend(self._fill(key, limit))
+                if not enqueue:
+                    return AcquireResult(None, None, tuple(grants))
+                queued = self._enqueue(
+                    key, holder, limit, meta, now, ttl, queue_ttl, execution_arn, callback_id
+                )
+                if queued is None:
+                    _backoff(attempt)
+                    continue
+                return _with_grants(queued, grants)
+        raise ContentionError(f"acquire({key!r}, {holder!r}) lost {_MAX_ATTEMPTS} races")
+
+    def _own_item(
+        self,
+        key: str,
+        holder: str,
+        existing: Mapping[str, Any] | None,
+        now: float,
+        ttl: float,
+        queue_ttl: float,
+        callback_id: str | None,
+    ) -> AcquireResult | None:
+        """The holder already has an item: return what it means, or None to retry."""
+        if existing is None:
+            return None
+        state = _state(existing)
+        if state == QUEUED:
+            seq = int(existing["seq"]["N"])
+            return self._touch(key, holder, seq, now, queue_ttl, callback_id, ttl)
+        if float(existing[TTL_ATTRIBUTE]["N"]) <= now:
+            self._reconcile(key)  # our own expired lease still occupies its item: clear it
+            return None
+        if state == GRANTED:
+            claimed = self._claim(key, holder, now)
+            return AcquireResult(claimed) if claimed is not None else None
+        renewed = self.renew(key, holder, ttl)
+        return AcquireResult(renewed) if renewed is not None else None
+
+    def _enqueue(
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        meta: _Meta,
+        now: float,
+        ttl: float,
+        queue_ttl: float,
+        execution_arn: str | None,
+        callback_id: str | None,
+    ) -> AcquireResult | None:
+        """Join the queue behind ``meta.wseq``; None when the number was taken or a slot freed."""
+        seq = meta.wseq + 1
+        queue_expires = math.ceil(now + queue_ttl)
+        marker: dict[str, Any] = {
+            PK: {"S": key},
+            SK: {"S": HOLDER_PREFIX + holder},
+            "holder": {"S": holder},
+            "st": {"S": QUEUED},
+            "seq": {"N": str(seq)},
+            "acquired_at": _num(now),
+            TTL_ATTRIBUTE: _num(queue_expires),
+        }
+        entry: dict[str, Any] = {
+            PK: {"S": key},
+            SK: {"S": _queue_sk(seq)},
+            "holder": {"S": holder},
+            "seq": {"N": str(seq)},
+            "qexp": _num(queue_expires),
+            "lttl": _num(ttl),
+            "at": _num(now),
+        }
+        if execution_arn is not None:
+            marker["execution_arn"] = {"S": execution_arn}
+            entry["execution_arn"] = {"S": execution_arn}
+        if callback_id is not None:
+            entry["cb"] = {"S": callback_id}
+        try:
+            self._transact(enqueue_ops(self.table_name, key, limit, meta.wseq, marker, entry))
+        except _Cancelled as cancelled:
+            holder_reason = cancelled.reasons[1]
+            if _failed(holder_reason) and holder_reason.get("Item") is not None:
+                return self._own_item(
+                    key, holder, holder_reason.get("Item"), now, ttl, queue_ttl, callback_id
+                )
+            return None
+        return AcquireResult(None, seq)
+
+    def _touch(
+        self,
+        key: str,
+        holder: str,
+        seq: int,
+        now: float,
+        queue_ttl: float,
+        callback_id: str | None,
+        ttl: float,
+    ) -> AcquireResult | None:
+        """A queued holder checks in. Returns its state, or None when its entry is gone."""
+        queue_expires = math.ceil(now + queue_ttl)
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                self._transact(
+                    touch_ops(self.table_name, key, holder, seq, queue_expires, callback_id)
+                )
+                return AcquireResult(None, seq)
+            except _Cancelled as cancelled:
+                marker_reason, entry_reason = cancelled.reasons
+                if _failed(marker_reason):
+                    existing = marker_reason.get("Item")
+                    if existing is None:
+                        return None
+                    state = _state(existing)
+                    if state == QUEUED:
+                        other = int(existing["seq"]["N"])
+                        if other == seq:
+                            continue  # raced with a concurrent touch
+                        seq = other  # an overlapping invocation knows a newer entry
+                        continue
+                    if float(existing[TTL_ATTRIBUTE]["N"]) <= now:
+                        return None
+                    if state == GRANTED:
+                        claimed = self._claim(key, holder, now)
+                        if claimed is None:
+                            return None
+                        return AcquireResult(claimed)
+                    renewed = self.renew(key, holder, ttl)
+                    return AcquireResult(renewed) if renewed is not None else None
+                if _failed(entry_reason):
+                    # Our queue item was dropped (judged dead) but the marker stayed: leave
+                    # cleanly and let the caller queue again.
+                    self._remove_marker(key, holder, seq)
                     return None
-                # TransactionConflict and the like: someone else is mid-transaction.
                 _backoff(attempt)
-        raise ContentionError(f"try_acquire({key!r}, {holder!r}) lost {_MAX_ATTEMPTS} races")
+        raise ContentionError(f"touch({key!r}, {holder!r}) lost {_MAX_ATTEMPTS} races")
+
+    def _claim(self, key: str, holder: str, now: float) -> Lease | None:
+        """Turn a slot handed to ``holder`` into its own (a revoke can no longer take it)."""
+        try:
+            out = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_holder_key(key, holder),
+                UpdateExpression="SET #st = :held",
+                ConditionExpression="#st = :granted AND #e > :now",
+                ExpressionAttributeNames={"#st": "st", "#e": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":held": {"S": HELD},
+                    ":granted": {"S": GRANTED},
+                    ":now": _num(now),
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return _lease_from_item(out["Attributes"])
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+            old: dict[str, Any] | None = err.response.get("Item")  # type: ignore[assignment]
+            if old is not None and _state(old) == HELD and float(old[TTL_ATTRIBUTE]["N"]) > now:
+                return _lease_from_item(old)  # claimed already (a replay)
+            return None
 
     def renew(
         self, key: str, holder: str, ttl_seconds: float = DEFAULT_TTL_SECONDS
     ) -> Lease | None:
         """Extend a live lease to at least now + ``ttl_seconds``; never takes a new slot.
 
-        Returns the lease, or None if ``holder`` holds no live lease on ``key``. Expiry is only
-        ever moved later, so a short-TTL renew cannot cut a longer lease short.
+        Returns the lease, or None if ``holder`` holds no live lease on ``key`` (a queue entry
+        is not a lease). Expiry is only ever moved later, so a short-TTL renew cannot cut a
+        longer lease short.
         """
         _validate_key(key)
         _validate_holder(holder)
@@ -372,11 +1071,18 @@ class DynamoDBSemaphore:
             out = self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key=self._lease_key(key, holder),
+                Key=_holder_key(key, holder),
                 UpdateExpression="SET #e = :exp",
-                ConditionExpression="attribute_exists(#sk) AND #e > :now AND #e < :exp",
-                ExpressionAttributeNames={"#e": TTL_ATTRIBUTE, "#sk": SK},
-                ExpressionAttributeValues={":exp": _num(expires_at), ":now": _num(now)},
+                ConditionExpression=(
+                    "attribute_exists(#sk) AND #e > :now AND #e < :exp AND "
+                    "(attribute_not_exists(#st) OR #st <> :queued)"
+                ),
+                ExpressionAttributeNames={"#e": TTL_ATTRIBUTE, "#sk": SK, "#st": "st"},
+                ExpressionAttributeValues={
+                    ":exp": _num(expires_at),
+                    ":now": _num(now),
+                    ":queued": {"S": QUEUED},
+                },
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
@@ -385,58 +1091,81 @@ class DynamoDBSemaphore:
             if _error_code(err) != "ConditionalCheckFailedException":
                 raise
             old: dict[str, Any] | None = err.response.get("Item")  # type: ignore[assignment]
-            if old is not None and float(old[TTL_ATTRIBUTE]["N"]) > now:
+            if old is not None and _state(old) != QUEUED and float(old[TTL_ATTRIBUTE]["N"]) > now:
                 return _lease_from_item(old)  # already lives at least that long
             return None
 
+    # ------------------------------------------------------------ releasing
+
     def release(self, key: str, holder: str) -> bool:
-        """Free ``holder``'s slot. Idempotent: True only if this call released a live lease.
+        """Free ``holder``'s slot (handing it to the oldest waiter, if any). Idempotent: True
+        only if this call released a live lease.
 
         Releasing a lease that is not held, was already released, or has expired returns False
-        and leaves the count right (an expired lease's item is cleaned up on the way).
+        and leaves the count right (an expired lease's item is cleaned up on the way). A queued
+        holder leaves the queue (also False: it held no slot). Use :meth:`release_slot` to learn
+        which waiter received the slot, so it can be woken.
+        """
+        return self.release_slot(key, holder).released
+
+    def release_slot(self, key: str, holder: str, *, waiters_likely: bool = False) -> ReleaseResult:
+        """Free ``holder``'s slot; with waiters, hand it to the oldest live one.
+
+        ``waiters_likely`` (the caller had to wait itself, say) starts with the queue read
+        instead of the optimistic no-waiter release: 2 requests instead of 3 under contention.
         """
         _validate_key(key)
         _validate_holder(holder)
+        return self._release(key, holder, waiters_likely=waiters_likely, only_granted=False)
+
+    def revoke(self, key: str, holder: str) -> ReleaseResult:
+        """Take back a slot handed to ``holder`` that it has not claimed yet, passing it on.
+
+        For a releaser whose wake-up found the waiter's callback gone (timed out, or its
+        execution ended). A claimed lease is never touched, so a waiter that woke and claimed
+        its slot at the same moment keeps it.
+        """
+        _validate_key(key)
+        _validate_holder(holder)
+        return self._release(key, holder, waiters_likely=True, only_granted=True)
+
+    def _release(
+        self, key: str, holder: str, *, waiters_likely: bool, only_granted: bool
+    ) -> ReleaseResult:
+        counted_waiters = False
         for attempt in range(_MAX_ATTEMPTS):
             now = self._clock()
+            if waiters_likely:
+                heads = self._queue_heads(key)
+                if not heads:
+                    if counted_waiters:
+                        self._recount_queue(key)  # nwait > 0 over an empty queue: repair
+                    waiters_likely = counted_waiters = False
+                    continue
+                if not heads[0].is_live(now):
+                    self._drop_waiter(key, heads[0])
+                    continue
+                outcome = self._handoff(key, holder, heads[0], now, only_granted=only_granted)
+                if outcome is not None:
+                    return outcome
+                continue
             try:
                 self._transact(
-                    [
-                        {
-                            "Delete": {
-                                "TableName": self.table_name,
-                                "Key": self._lease_key(key, holder),
-                                "ConditionExpression": "attribute_exists(#sk) AND #e > :now",
-                                "ExpressionAttributeNames": {"#sk": SK, "#e": TTL_ATTRIBUTE},
-                                "ExpressionAttributeValues": {":now": _num(now)},
-                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                            }
-                        },
-                        {
-                            "Update": {
-                                "TableName": self.table_name,
-                                "Key": self._meta_key(key),
-                                "UpdateExpression": "SET #c = #c - :one, #v = #v + :one",
-                                "ConditionExpression": "#c > :zero",
-                                "ExpressionAttributeNames": {"#c": "count", "#v": "ver"},
-                                "ExpressionAttributeValues": {
-                                    ":zero": {"N": "0"},
-                                    ":one": {"N": "1"},
-                                },
-                            }
-                        },
-                    ]
+                    release_ops(self.table_name, key, holder, now, only_granted=only_granted)
                 )
                 observability.lease_released(key, holder)
-                return True
+                return ReleaseResult(True)
             except _Cancelled as cancelled:
                 lease_reason, meta_reason = cancelled.reasons
-                if lease_reason.get("Code") == "ConditionalCheckFailed":
-                    if lease_reason.get("Item") is not None:
-                        # Expired but still present: not held any more, but clear it now.
-                        self._reconcile(key)
-                    return False
-                if meta_reason.get("Code") == "ConditionalCheckFailed":
+                if _failed(lease_reason):
+                    return self._not_released(
+                        key, holder, lease_reason.get("Item"), now, only_granted=only_granted
+                    )
+                if _failed(meta_reason):
+                    meta = _Meta.parse(meta_reason.get("Item"))
+                    if meta.nwait > 0:
+                        waiters_likely = counted_waiters = True
+                        continue
                     # A lease item exists but the counter says 0: only possible after manual
                     # edits. Rebuild the counter from the holder items and try again.
                     self._reconcile(key, force=True)
@@ -444,29 +1173,215 @@ class DynamoDBSemaphore:
                 _backoff(attempt)
         raise ContentionError(f"release({key!r}, {holder!r}) lost {_MAX_ATTEMPTS} races")
 
+    def _not_released(
+        self,
+        key: str,
+        holder: str,
+        existing: Mapping[str, Any] | None,
+        now: float,
+        *,
+        only_granted: bool,
+    ) -> ReleaseResult:
+        """The holder's item was not a (releasable) lease: explain and tidy what it was."""
+        if existing is None or only_granted:
+            return ReleaseResult(False)  # a revoke never touches a claimed lease or a waiter
+        if _state(existing) == QUEUED:
+            seq = int(existing["seq"]["N"])
+            self._leave_queue(key, holder, seq)
+            return ReleaseResult(False, left_queue=True)
+        if float(existing[TTL_ATTRIBUTE]["N"]) <= now:
+            self._reconcile(key)  # expired but still present: clear it now
+        return ReleaseResult(False)
+
+    def _handoff(
+        self, key: str, releaser: str, waiter: Waiter, now: float, *, only_granted: bool
+    ) -> ReleaseResult | None:
+        """One hand-off from ``releaser`` to ``waiter``; None means "read the queue again"."""
+        for lower_hint in (False, True):
+            ops = handoff_ops(
+                self.table_name,
+                key,
+                releaser,
+                waiter,
+                now,
+                lower_hint=lower_hint,
+                only_granted=only_granted,
+            )
+            try:
+                self._transact(ops)
+            except _Cancelled as cancelled:
+                lease_reason, entry_reason, marker_reason, meta_reason = cancelled.reasons
+                if _failed(lease_reason):
+                    return self._not_released(
+                        key, releaser, lease_reason.get("Item"), now, only_granted=only_granted
+                    )
+                if _failed(entry_reason):
+                    return None  # someone else served this waiter
+                if _failed(marker_reason):
+                    self._drop_waiter(key, waiter)  # its marker is gone: an orphan entry
+                    return None
+                if _failed(meta_reason):
+                    meta = _Meta.parse(meta_reason.get("Item"))
+                    if meta.nwait > 0 and meta.count > 0:
+                        continue  # only the expiry hint refused us: lower it
+                    if meta.nwait <= 0:
+                        self._recount_queue(key)
+                    if meta.count <= 0:
+                        self._reconcile(key, force=True)
+                return None
+            observability.lease_released(key, releaser)
+            observability.lease_acquired(key, waiter.holder)
+            return ReleaseResult(True, _grant_of(waiter))
+        return None
+
+    def _fill(self, key: str, limit: int) -> list[Grant]:
+        """Hand free slots (count below ``limit``) to the oldest live waiters."""
+        grants: list[Grant] = []
+        lower_hint = False
+        for _ in range(_MAX_ATTEMPTS):
+            now = self._clock()
+            heads = self._queue_heads(key)
+            if not heads:
+                self._recount_queue(key)
+                return grants
+            waiter = heads[0]
+            if not waiter.is_live(now):
+                self._drop_waiter(key, waiter)
+                continue
+            ops = handoff_ops(
+                self.table_name, key, None, waiter, now, limit=limit, lower_hint=lower_hint
+            )
+            try:
+                self._transact(ops)
+            except _Cancelled as cancelled:
+                _entry_reason, marker_reason, meta_reason = cancelled.reasons
+                if _failed(marker_reason):
+                    self._drop_waiter(key, waiter)
+                elif _failed(meta_reason):
+                    meta = _Meta.parse(meta_reason.get("Item"))
+                    if meta.count >= limit or meta.nwait <= 0:
+                        return grants
+                    lower_hint = not lower_hint  # the expiry hint refused us
+                continue
+            lower_hint = False
+            observability.lease_acquired(key, waiter.holder)
+            grants.append(_grant_of(waiter))
+        return grants
+
+    def _drop_waiter(self, key: str, waiter: Waiter) -> None:
+        """Remove a dead waiter's entry (and its marker, if it still belongs to that entry)."""
+        try:
+            self._transact(leave_queue_ops(self.table_name, key, waiter.holder, waiter.seq))
+        except _Cancelled as cancelled:
+            entry_reason, _meta_reason, marker_reason = cancelled.reasons
+            if _failed(marker_reason) and not _failed(entry_reason):
+                # The holder has moved on (a lease, or a newer entry): drop only the entry.
+                with contextlib.suppress(_Cancelled):
+                    self._transact(leave_queue_ops(self.table_name, key, None, waiter.seq))
+
+    def _leave_queue(self, key: str, holder: str, seq: int) -> None:
+        try:
+            self._transact(leave_queue_ops(self.table_name, key, holder, seq))
+        except _Cancelled as cancelled:
+            entry_reason = cancelled.reasons[0]
+            if _failed(entry_reason):
+                self._remove_marker(key, holder, seq)
+
+    def _remove_marker(self, key: str, holder: str, seq: int) -> None:
+        try:
+            self._call(
+                "delete_item",
+                TableName=self.table_name,
+                Key=_holder_key(key, holder),
+                ConditionExpression="#st = :queued AND #seq = :seq",
+                ExpressionAttributeNames={"#st": "st", "#seq": "seq"},
+                ExpressionAttributeValues={":queued": {"S": QUEUED}, ":seq": {"N": str(seq)}},
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+
+    def _recount_queue(self, key: str) -> None:
+        """``nwait`` says someone waits but the queue is empty: set it to what is there."""
+        meta = _Meta.parse(
+            self._call(
+                "get_item", TableName=self.table_name, Key=_meta_key(key), ConsistentRead=True
+            ).get("Item")
+        )
+        actual = sum(1 for _ in self._query_items(key, QUEUE_PREFIX, keys_only=True))
+        if not meta.exists or meta.nwait == actual:
+            return
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_meta_key(key),
+                UpdateExpression="SET #nw = :n, #v = :nv",
+                ConditionExpression="#v = :v",
+                ExpressionAttributeNames={"#nw": "nwait", "#v": "ver"},
+                ExpressionAttributeValues={
+                    ":n": {"N": str(actual)},
+                    ":v": {"N": str(meta.version)},
+                    ":nv": {"N": str(meta.version + 1)},
+                },
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+
+    # ------------------------------------------------------------ reading
+
     def holders(self, key: str, prefix: str | None = None) -> list[Lease]:
-        """Live (unexpired) leases on ``key``, read with strong consistency.
+        """Live (unexpired) leases on ``key`` (held or granted, not queued), strongly read.
 
         ``prefix`` narrows to holder ids starting with it (the SDK integration names holders
         ``<execution>#<map op>#<branch op>``, so a prefix selects one map's leases).
         """
+        return [lease for lease in self.entries(key, prefix) if lease.holds_slot]
+
+    def entries(self, key: str, prefix: str | None = None) -> list[Lease]:
+        """Live holder items on ``key``: leases and queue markers (``state == QUEUED``)."""
         _validate_key(key)
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidArgumentError("prefix", prefix, "must be a string or None")
         now = self._clock()
-        return [lease for lease in self._query_leases(key, prefix or "") if lease.is_live(now)]
+        return [
+            _lease_from_item(item)
+            for item in self._query_items(key, HOLDER_PREFIX + (prefix or ""), keys_only=False)
+            if float(item[TTL_ATTRIBUTE]["N"]) > now
+        ]
+
+    def waiters(self, key: str) -> list[Waiter]:
+        """The wait queue of ``key``, oldest first (dead entries included until dropped)."""
+        _validate_key(key)
+        return [
+            _waiter_from_item(item)
+            for item in self._query_items(key, QUEUE_PREFIX, keys_only=False)
+        ]
 
     def reclaim_expired(self, key: str) -> int:
-        """Delete the expired leases of ``key`` and fix its counter. Returns leases removed."""
+        """Delete the expired leases of ``key`` and fix its counter. Returns leases removed.
+
+        Slots freed while others wait are handed to them; :meth:`reclaim` also returns those
+        grants so the caller can wake the waiters.
+        """
+        return self.reclaim(key).deleted
+
+    def reclaim(self, key: str) -> ReclaimResult:
+        """Like :meth:`reclaim_expired`, with the slots freed and the waiters granted."""
         _validate_key(key)
-        total = 0
+        total = ReclaimResult(0, 0, ())
         for attempt in range(_MAX_ATTEMPTS):
             outcome = self._reconcile(key)
             if outcome is None:
                 _backoff(attempt)
                 continue
-            total += outcome[0]
-            if outcome[0] < _MAX_DELETES_PER_RECONCILE:
+            total = ReclaimResult(
+                total.deleted + outcome.deleted,
+                total.freed + outcome.freed,
+                total.grants + outcome.grants,
+            )
+            if outcome.deleted < _MAX_DELETES_PER_RECONCILE:
                 return total
         raise ContentionError(f"reclaim_expired({key!r}) lost {_MAX_ATTEMPTS} races")
 
@@ -474,21 +1389,18 @@ class DynamoDBSemaphore:
         """The stored counter, for diagnostics and tests: it includes unreclaimed expired leases."""
         _validate_key(key)
         out = self._call(
-            "get_item", TableName=self.table_name, Key=self._meta_key(key), ConsistentRead=True
+            "get_item", TableName=self.table_name, Key=_meta_key(key), ConsistentRead=True
         )
-        item = out.get("Item")
-        if not item:
-            return SlotCount(0, 0)
-        return SlotCount(
-            int(item.get("count", {"N": "0"})["N"]), int(item.get("ver", {"N": "0"})["N"])
-        )
+        meta = _Meta.parse(out.get("Item"))
+        return SlotCount(meta.count, meta.version, meta.nwait)
 
     def scan_leases(self, *, page_size: int | None = None) -> Iterator[Lease]:
-        """Every lease item in the table, expired ones included (for the reaper and the CLI).
+        """Every holder item in the table, expired ones and queue markers included (for the
+        reaper and the CLI).
 
         ``page_size`` caps the items DynamoDB reads per Scan request (before the filter drops
-        counter items), which bounds the read capacity one request consumes; None lets DynamoDB
-        fill 1 MB pages.
+        counter and queue items), which bounds the read capacity one request consumes; None
+        lets DynamoDB fill 1 MB pages.
         """
         if page_size is not None and (
             isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
@@ -516,33 +1428,32 @@ class DynamoDBSemaphore:
 
     # --------------------------------------------------------------- helpers
 
-    def _meta_key(self, key: str) -> dict[str, Any]:
-        return {PK: {"S": key}, SK: {"S": META_SK}}
+    def _queue_heads(self, key: str) -> list[Waiter]:
+        out = self._call(
+            "query",
+            TableName=self.table_name,
+            KeyConditionExpression="#pk = :pk AND begins_with(#sk, :p)",
+            ExpressionAttributeNames={"#pk": PK, "#sk": SK},
+            ExpressionAttributeValues={":pk": {"S": key}, ":p": {"S": QUEUE_PREFIX}},
+            ConsistentRead=True,
+            Limit=_HEADS_PER_QUERY,
+        )
+        return [_waiter_from_item(item) for item in out.get("Items", [])]
 
-    def _lease_key(self, key: str, holder: str) -> dict[str, Any]:
-        return {PK: {"S": key}, SK: {"S": HOLDER_PREFIX + holder}}
-
-    def _query_leases(self, key: str, prefix: str) -> Iterator[Lease]:
-        for item in self._query_lease_items(key, prefix, keys_only=False):
-            yield _lease_from_item(item)
-
-    def _query_lease_items(
-        self, key: str, prefix: str, *, keys_only: bool
-    ) -> Iterator[dict[str, Any]]:
+    def _query_items(self, key: str, prefix: str, *, keys_only: bool) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :p)",
             "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
-            "ExpressionAttributeValues": {
-                ":pk": {"S": key},
-                ":p": {"S": HOLDER_PREFIX + prefix},
-            },
+            "ExpressionAttributeValues": {":pk": {"S": key}, ":p": {"S": prefix}},
             "ConsistentRead": True,
         }
         if keys_only:
-            # The reconcile needs only identity and expiry; the rest is read for nothing.
-            kwargs["ProjectionExpression"] = "#sk, #e"
-            kwargs["ExpressionAttributeNames"]["#e"] = TTL_ATTRIBUTE
+            # The reconcile needs only identity, state and expiry; the rest is read for nothing.
+            kwargs["ProjectionExpression"] = "#sk, #e, #st, #seq"
+            kwargs["ExpressionAttributeNames"].update(
+                {"#e": TTL_ATTRIBUTE, "#st": "st", "#seq": "seq"}
+            )
         try:
             for page in self.client.get_paginator("query").paginate(**kwargs):
                 yield from page.get("Items", [])
@@ -550,42 +1461,71 @@ class DynamoDBSemaphore:
             self._raise_table_missing(err)
             raise
 
-    def _reconcile(self, key: str, *, force: bool = False) -> tuple[int, int] | None:
-        """Make the counter equal the lease items, deleting (up to 99) expired ones.
+    def _reconcile(self, key: str, *, force: bool = False) -> _Reconciled | None:
+        """Make the counter equal the live leases, deleting (up to 99) expired items.
 
-        Returns (leases deleted, slots freed), or None when another writer changed the
-        semaphore meanwhile (the caller retries). Slots can be freed without deleting anything
-        when DynamoDB's TTL sweeper deleted expired items behind the counter's back. The version
-        check makes it safe against concurrent acquires and releases: each one bumps ``ver``.
+        Expired queue markers go too, with their queue entries. Returns what it did, or None
+        when another writer changed the semaphore meanwhile (the caller retries). Slots can be
+        freed without deleting anything when DynamoDB's TTL sweeper deleted expired items
+        behind the counter's back. Freed slots go to live waiters first. The version check
+        makes it safe against concurrent writers: each one bumps ``ver``.
         """
         now = self._clock()
-        meta = self._call(
-            "get_item", TableName=self.table_name, Key=self._meta_key(key), ConsistentRead=True
+        meta_item = self._call(
+            "get_item", TableName=self.table_name, Key=_meta_key(key), ConsistentRead=True
         ).get("Item")
-        count = int(meta["count"]["N"]) if meta and "count" in meta else 0
-        version = int(meta["ver"]["N"]) if meta and "ver" in meta else 0
-        items = list(self._query_lease_items(key, "", keys_only=True))
+        meta = _Meta.parse(meta_item)
+        items = list(self._query_items(key, HOLDER_PREFIX, keys_only=True))
+        leases = [i for i in items if _state(i) != QUEUED]
         expired = [i for i in items if float(i[TTL_ATTRIBUTE]["N"]) <= now]
-        if not expired and count == len(items) and not force:
-            observability.lease_in_flight(key, count)
-            return (0, 0)
-        doomed = expired[:_MAX_DELETES_PER_RECONCILE]
-        new_count = len(items) - len(doomed)
+        live_leases = [i for i in leases if float(i[TTL_ATTRIBUTE]["N"]) > now]
+        hint = min((float(i[TTL_ATTRIBUTE]["N"]) for i in live_leases), default=None)
+        if not expired and meta.count == len(live_leases) and not force:
+            observability.lease_in_flight(key, meta.count)
+            grants: list[Grant] = []
+            if meta.nwait > 0 and meta.limit and meta.count < meta.limit:
+                grants = self._fill(key, meta.limit)
+            if meta.hint != hint and hint is not None:
+                self._set_hint(key, meta, hint)
+            return _Reconciled(0, 0, tuple(grants))
+        # Each expired queue marker also takes its queue entry with it.
+        budget = _MAX_DELETES_PER_RECONCILE
+        doomed: list[dict[str, Any]] = []
+        for item in expired:
+            cost = 2 if _state(item) == QUEUED else 1
+            if cost > budget:
+                break
+            doomed.append(item)
+            budget -= cost
+        doomed_markers = [i for i in doomed if _state(i) == QUEUED]
+        new_count = len(leases) - sum(1 for i in doomed if _state(i) != QUEUED)
+        set_clause = "SET #c = :n, #v = :nv"
+        values: dict[str, Any] = {
+            ":n": {"N": str(new_count)},
+            ":nv": {"N": str(meta.version + 1)},
+        }
+        names = {"#c": "count", "#v": "ver"}
+        if doomed_markers:
+            set_clause += ", #nw = if_not_exists(#nw, :zero) - :dq"
+            names["#nw"] = "nwait"
+            values[":dq"] = {"N": str(len(doomed_markers))}
+            values[":zero"] = {"N": "0"}
+        if hint is not None:
+            set_clause += ", #xh = :xh"
+            names["#xh"] = "xh"
+            values[":xh"] = _num(hint)
         meta_update: dict[str, Any] = {
             "TableName": self.table_name,
-            "Key": self._meta_key(key),
-            "UpdateExpression": "SET #c = :n, #v = :nv",
-            "ExpressionAttributeNames": {"#c": "count", "#v": "ver"},
-            "ExpressionAttributeValues": {
-                ":n": {"N": str(new_count)},
-                ":nv": {"N": str(version + 1)},
-            },
+            "Key": _meta_key(key),
+            "UpdateExpression": set_clause,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
         }
-        if meta is None:
+        if meta_item is None:
             meta_update["ConditionExpression"] = "attribute_not_exists(#v)"
         else:
             meta_update["ConditionExpression"] = "#v = :v"
-            meta_update["ExpressionAttributeValues"][":v"] = {"N": str(version)}
+            meta_update["ExpressionAttributeValues"][":v"] = {"N": str(meta.version)}
         ops: list[dict[str, Any]] = [{"Update": meta_update}]
         for item in doomed:
             ops.append(
@@ -599,12 +1539,42 @@ class DynamoDBSemaphore:
                     }
                 }
             )
+            if _state(item) == QUEUED:
+                ops.append(
+                    {
+                        "Delete": {
+                            "TableName": self.table_name,
+                            "Key": _queue_key(key, int(item["seq"]["N"])),
+                        }
+                    }
+                )
         try:
             self._transact(ops)
         except _Cancelled:
             return None
-        observability.lease_reclaimed(key, len(doomed), in_flight=new_count)
-        return (len(doomed), max(0, count - new_count))
+        deleted = len(doomed) - len(doomed_markers)
+        observability.lease_reclaimed(key, deleted, in_flight=new_count)
+        freed = max(0, meta.count - new_count)
+        grants = []
+        if meta.nwait - len(doomed_markers) > 0 and meta.limit and new_count < meta.limit:
+            grants = self._fill(key, meta.limit)
+        return _Reconciled(deleted, freed, tuple(grants))
+
+    def _set_hint(self, key: str, meta: _Meta, hint: float) -> None:
+        """Raise a stale expiry hint to the true earliest expiry (version-checked)."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_meta_key(key),
+                UpdateExpression="SET #xh = :xh",
+                ConditionExpression="#v = :v",
+                ExpressionAttributeNames={"#xh": "xh", "#v": "ver"},
+                ExpressionAttributeValues={":xh": _num(hint), ":v": {"N": str(meta.version)}},
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
 
     def _transact(self, items: list[dict[str, Any]]) -> None:
         """TransactWriteItems with a fresh idempotency token.
@@ -637,12 +1607,35 @@ class DynamoDBSemaphore:
             raise TableNotFoundError(self.table_name) from err
 
 
+@dataclass(frozen=True, slots=True)
+class ReclaimResult:
+    """What :meth:`DynamoDBSemaphore.reclaim` did: expired leases deleted, slots freed (also
+    those whose items DynamoDB's TTL sweeper deleted first), and slots handed to waiters."""
+
+    deleted: int
+    freed: int
+    grants: tuple[Grant, ...]
+
+
+_Reconciled = ReclaimResult
+
+
 class _Cancelled(Exception):
     """A cancelled transaction, with DynamoDB's per-item reasons in request order."""
 
     def __init__(self, reasons: list[Mapping[str, Any]]) -> None:
         super().__init__("transaction cancelled")
         self.reasons = reasons
+
+
+def _grant_of(waiter: Waiter) -> Grant:
+    return Grant(waiter.key, waiter.holder, waiter.execution_arn, waiter.callback_id)
+
+
+def _with_grants(result: AcquireResult, grants: list[Grant]) -> AcquireResult:
+    if not grants:
+        return result
+    return AcquireResult(result.lease, result.position, tuple(grants) + result.grants)
 
 
 def _backoff(attempt: int) -> None:

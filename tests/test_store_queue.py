@@ -1,0 +1,175 @@
+"""The FIFO wait queue and the hand-off, on DynamoDB Local (single process)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from durable_semaphore import DynamoDBSemaphore
+from durable_semaphore.store import GRANTED, HELD, QUEUED
+from tests.conftest import FakeClock
+from tests.store_helpers import count_requests
+
+
+def test_waiters_queue_in_arrival_order_and_release_hands_off(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    assert semaphore.acquire("k", "a", 1).held
+    positions = [semaphore.acquire("k", h, 1).position for h in ("b", "c", "d")]
+    assert positions == [1, 2, 3]
+    assert [w.holder for w in semaphore.waiters("k")] == ["b", "c", "d"]
+
+    handed = semaphore.release_slot("k", "a")
+    assert handed.released and handed.grant is not None and handed.grant.holder == "b"
+    # The count never dipped: the slot moved from a to b.
+    assert semaphore.slot_count("k").count == 1
+    assert [(h.holder, h.state) for h in semaphore.holders("k")] == [("b", GRANTED)]
+    # b finds the lease already its own (and claims it).
+    got = semaphore.acquire("k", "b", 1, position=1)
+    assert got.held and got.lease is not None and got.lease.state == HELD
+    assert [w.holder for w in semaphore.waiters("k")] == ["c", "d"]
+    assert semaphore.release_slot("k", "b").grant.holder == "c"  # type: ignore[union-attr]
+    assert semaphore.release_slot("k", "c").grant.holder == "d"  # type: ignore[union-attr]
+    last = semaphore.release_slot("k", "d")
+    assert last.released and last.grant is None
+    assert semaphore.slot_count("k").count == 0
+    assert semaphore.slot_count("k").waiters == 0
+    assert semaphore.waiters("k") == [] and semaphore.entries("k") == []
+
+
+def test_newcomer_does_not_barge_ahead_of_waiters(semaphore: DynamoDBSemaphore) -> None:
+    semaphore.acquire("k", "a", 2)
+    semaphore.acquire("k", "b", 2)
+    assert semaphore.acquire("k", "w", 2).queued
+    semaphore.release_slot("k", "a")  # goes to w, not to whoever asks next
+    assert semaphore.try_acquire("k", "newcomer", 2) is None
+    queued = semaphore.acquire("k", "newcomer", 2)
+    assert queued.queued and queued.position == 2
+
+
+def test_enqueue_is_idempotent_per_holder(semaphore: DynamoDBSemaphore) -> None:
+    semaphore.acquire("k", "a", 1)
+    first = semaphore.acquire("k", "b", 1)
+    again = semaphore.acquire("k", "b", 1)  # a replay, without knowing its position
+    assert first.position == again.position == 1
+    assert semaphore.slot_count("k").waiters == 1
+    assert len(semaphore.waiters("k")) == 1
+
+
+def test_overlapping_invocations_enqueue_the_same_branch_once(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    semaphore.acquire("k", "holder", 1)
+    barrier = threading.Barrier(6)
+    results: list[int | None] = []
+    lock = threading.Lock()
+
+    def invocation() -> None:
+        barrier.wait()
+        got = semaphore.acquire("k", "branch", 1)
+        with lock:
+            results.append(got.position)
+
+    threads = [threading.Thread(target=invocation) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and results[0] is not None
+    assert [w.holder for w in semaphore.waiters("k")] == ["branch"]
+    assert semaphore.slot_count("k").waiters == 1
+
+
+def test_callback_id_is_recorded_for_the_releaser(semaphore: DynamoDBSemaphore) -> None:
+    semaphore.acquire("k", "a", 1)
+    pos = semaphore.acquire("k", "b", 1, execution_arn="arn:exec-b").position
+    assert semaphore.acquire("k", "b", 1, position=pos, callback_id="cb-1").queued
+    grant = semaphore.release_slot("k", "a").grant
+    assert grant is not None
+    assert (grant.holder, grant.callback_id, grant.execution_arn) == ("b", "cb-1", "arn:exec-b")
+
+
+def test_dead_waiter_is_skipped(
+    make_semaphore: Callable[..., DynamoDBSemaphore], clock: FakeClock
+) -> None:
+    sem = make_semaphore(clock)
+    sem.acquire("k", "a", 1)
+    sem.acquire("k", "dead", 1, queue_ttl_seconds=10)
+    clock.advance(5)
+    sem.acquire("k", "alive", 1, queue_ttl_seconds=100)
+    clock.advance(6)  # "dead" never checked in again
+    grant = sem.release_slot("k", "a").grant
+    assert grant is not None and grant.holder == "alive"
+    assert sem.waiters("k") == []
+    assert sem.slot_count("k").waiters == 0
+    # The dead waiter, should it come back, queues again at the back.
+    back = sem.acquire("k", "dead", 1, position=1)
+    assert back.queued and back.position == 3
+
+
+def test_revoke_passes_an_unclaimed_grant_on_and_never_a_claimed_one(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    semaphore.acquire("k", "a", 1)
+    semaphore.acquire("k", "b", 1)
+    semaphore.acquire("k", "c", 1)
+    assert semaphore.release_slot("k", "a").grant.holder == "b"  # type: ignore[union-attr]
+    revoked = semaphore.revoke("k", "b")  # b's callback was gone
+    assert revoked.released and revoked.grant is not None and revoked.grant.holder == "c"
+    assert semaphore.slot_count("k").count == 1
+    # b comes back: its entry is gone, so it queues again.
+    assert semaphore.acquire("k", "b", 1, position=1).queued
+    # c claims its slot; a revoke can no longer take it.
+    assert semaphore.acquire("k", "c", 1, position=2).held
+    assert semaphore.revoke("k", "c").released is False
+    assert [h.holder for h in semaphore.holders("k")] == ["c"]
+
+
+def test_a_waiter_that_gives_up_leaves_the_queue(semaphore: DynamoDBSemaphore) -> None:
+    semaphore.acquire("k", "a", 1)
+    semaphore.acquire("k", "b", 1)
+    semaphore.acquire("k", "c", 1)
+    left = semaphore.release_slot("k", "b")
+    assert left.left_queue and not left.released
+    assert [w.holder for w in semaphore.waiters("k")] == ["c"]
+    assert [e.state for e in semaphore.entries("k") if e.holder == "c"] == [QUEUED]
+    assert semaphore.release_slot("k", "a").grant.holder == "c"  # type: ignore[union-attr]
+
+
+def test_expired_lease_with_waiters_is_handed_to_the_oldest(
+    make_semaphore: Callable[..., DynamoDBSemaphore], clock: FakeClock
+) -> None:
+    sem = make_semaphore(clock)
+    sem.acquire("k", "short", 1, ttl_seconds=5)
+    sem.acquire("k", "w1", 1, queue_ttl_seconds=3600)
+    clock.advance(6)
+    # A newcomer's refusal notices the expiry; the freed slot goes to w1, not to it.
+    late = sem.acquire("k", "late", 1, queue_ttl_seconds=3600)
+    assert late.queued
+    assert [g.holder for g in late.grants] == ["w1"]
+    assert sem.acquire("k", "w1", 1, position=1).held
+
+
+def test_uncontended_cycle_costs_two_requests(semaphore: DynamoDBSemaphore) -> None:
+    semaphore.acquire("k", "warm", 5)
+    semaphore.release_slot("k", "warm")
+    with count_requests(semaphore.client) as seen:
+        assert semaphore.acquire("k", "a", 5).held
+        assert semaphore.release_slot("k", "a").released
+    assert dict(seen) == {"TransactWriteItems": 2}
+
+
+def test_contended_wait_costs_a_constant_number_of_requests(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    for i in range(30):
+        semaphore.acquire("k", f"h{i}", 30)
+    with count_requests(semaphore.client) as seen:
+        pos = semaphore.acquire("k", "w", 30).position  # refused + enqueue
+    assert sum(seen.values()) == 2
+    with count_requests(semaphore.client) as seen:
+        assert semaphore.acquire("k", "w", 30, position=pos, callback_id="cb").queued
+    assert sum(seen.values()) == 1
+    with count_requests(semaphore.client) as seen:
+        assert semaphore.release_slot("k", "h0", waiters_likely=True).grant is not None
+    assert dict(seen) == {"Query": 1, "TransactWriteItems": 1}
