@@ -30,13 +30,24 @@ def _emf_lines(out: str) -> list[dict[str, Any]]:
     return docs
 
 
+def _dimensions(doc: dict[str, Any]) -> dict[str, str]:
+    """The dimension values of one EMF document (every dimension set of every directive)."""
+    names = {
+        name
+        for directive in doc["_aws"]["CloudWatchMetrics"]
+        for dimension_set in directive["Dimensions"]
+        for name in dimension_set
+    }
+    return {name: doc[name] for name in names}
+
+
 def _metrics(out: str) -> list[tuple[str, float, str]]:
-    """(metric name, value, key dimension) of every EMF document printed."""
+    """(metric name, value, key property) of every EMF document printed."""
     found = []
     for doc in _emf_lines(out):
         directive = doc["_aws"]["CloudWatchMetrics"][0]
         assert directive["Namespace"] == NAMESPACE
-        assert ["key", "service"] in [sorted(d) for d in directive["Dimensions"]]
+        assert "key" not in _dimensions(doc)
         for metric in directive["Metrics"]:
             value = doc[metric["Name"]]
             if isinstance(value, list):  # Powertools writes values as a list
@@ -68,7 +79,8 @@ def test_store_emits_emf_for_acquire_release_reclaim_and_in_flight(
     assert sem.try_acquire("k", "h1", 2, ttl_seconds=10) is not None
     assert sem.try_acquire("k", "h1", 2, ttl_seconds=10) is not None  # idempotent: no event
     assert sem.try_acquire("k", "h2", 2, ttl_seconds=100) is not None
-    assert sem.try_acquire("k", "h3", 2, ttl_seconds=100) is None  # full: InFlight 2
+    # Full, and no lease can have expired yet: refused without a reconcile, so no InFlight.
+    assert sem.try_acquire("k", "h3", 2, ttl_seconds=100) is None
     clock.advance(50)  # h1 expires
     assert sem.reclaim_expired("k") == 1
     assert sem.release("k", "h2")
@@ -77,7 +89,6 @@ def test_store_emits_emf_for_acquire_release_reclaim_and_in_flight(
     assert metrics == [
         ("LeaseAcquired", 1.0, "k"),
         ("LeaseAcquired", 1.0, "k"),
-        ("InFlight", 2.0, "k"),
         ("LeaseReclaimed", 1.0, "k"),
         ("InFlight", 1.0, "k"),
         ("LeaseReleased", 1.0, "k"),
@@ -125,3 +136,64 @@ def test_a_failing_observer_never_breaks_a_lease(semaphore: DynamoDBSemaphore) -
     observability.set_observer(Broken())  # type: ignore[arg-type]
     assert semaphore.try_acquire("k", "h", 1) is not None
     assert semaphore.release("k", "h")
+
+
+PER_OP_ARN = "arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST/durable-execution/x/y"
+PER_OP_KEY = f"{PER_OP_ARN}#op-1"
+
+
+def test_per_operation_key_has_a_constant_dimension_and_the_arn_as_properties(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    observability.enable(NAMESPACE, logs=False)
+    holder = f"{PER_OP_KEY}#branch-1"
+    observability.lease_acquired(PER_OP_KEY, holder)
+    observability.lease_waited(PER_OP_KEY, holder, 2.0)
+    observability.lease_released(PER_OP_KEY, holder)
+    observability.lease_reclaimed(PER_OP_KEY, 1, in_flight=0)
+    observability.lease_in_flight(PER_OP_KEY, 3)
+    docs = _emf_lines(capsys.readouterr().out)
+    assert len(docs) == 6
+    for doc in docs:
+        dimensions = _dimensions(doc)
+        assert dimensions == {"service": "durable-semaphore", "scope": "per-operation"}
+        assert not any("arn:" in value for value in dimensions.values())
+        assert doc["key"] == PER_OP_KEY
+        assert doc["execution_arn"] == PER_OP_ARN
+        assert doc["operation_id"] == "op-1"
+    assert [d.get("holder") for d in docs] == [holder, holder, holder, None, None, None]
+
+
+def test_named_limiter_keeps_its_name_as_a_dimension(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    observability.enable(NAMESPACE, logs=False)
+    observability.lease_acquired("orders#eu", "exec-1#op#b1")
+    (doc,) = _emf_lines(capsys.readouterr().out)
+    assert _dimensions(doc) == {
+        "service": "durable-semaphore",
+        "scope": "named",
+        "limiter": "orders#eu",
+    }
+    assert doc["key"] == "orders#eu" and doc["holder"] == "exec-1#op#b1"
+    assert "execution_arn" not in doc
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (PER_OP_KEY, {"scope": "per-operation"}),
+        # The local test runner's execution ARNs are UUIDs; the SDK operation id still tells.
+        (f"{'1' * 36}/{'2' * 36}#{'ab' * 32}", {"scope": "per-operation"}),
+        ("orders", {"scope": "named", "limiter": "orders"}),
+        (
+            "arn:aws:sqs:us-east-1:123456789012:q",
+            {"scope": "named", "limiter": "arn:aws:sqs:us-east-1:123456789012:q"},
+        ),
+        ("caf\u00e9\n", {"scope": "named", "limiter": "caf\\xe9\\n"}),
+        (" ", {"scope": "named", "limiter": "(blank)"}),
+        ("x" * 2048, {"scope": "named", "limiter": "x" * 1024}),
+    ],
+)
+def test_metric_dimensions(key: str, expected: dict[str, str]) -> None:
+    assert observability.metric_dimensions(key) == expected

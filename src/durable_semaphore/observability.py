@@ -9,25 +9,33 @@ milliseconds of DynamoDB round trip, so the disabled path is noise.
 Enable it with :func:`enable` (or set ``DURABLE_SEMAPHORE_METRICS_NAMESPACE`` before the import)
 to get Powertools structured logs (fields ``key`` and ``holder``; never payloads or credentials)
 and CloudWatch EMF metrics ``LeaseAcquired``, ``LeaseReleased``, ``LeaseWaitSeconds``,
-``LeaseReclaimed`` and ``InFlight``, each with the semaphore key as a dimension. EMF lines go
-to stdout, which Lambda ships to CloudWatch Logs, where they become metrics without any API
-call. Any other sink can implement :class:`LeaseObserver` and be installed with
-:func:`set_observer`.
+``LeaseReclaimed`` and ``InFlight``. EMF lines go to stdout, which Lambda ships to CloudWatch
+Logs, where they become metrics without any API call. Any other sink can implement
+:class:`LeaseObserver` and be installed with :func:`set_observer`.
+
+Metric dimensions stay low-cardinality, because every distinct dimension set is a billed custom
+metric: a per-operation key (``limiter="dynamodb"``: ``<execution ARN>#<operation id>``) gets
+the constant ``scope=per-operation``; any other key (a named limiter) gets ``scope=named`` and
+``limiter=<name>``. The key, holder and execution ARN travel as EMF properties, which are
+searchable in CloudWatch Logs but are not metrics (see :func:`metric_dimensions`).
 
 ``InFlight`` is reported where the store already knows the count without an extra request:
-whenever it reconciles a key (which it does when a key looks full, and when reclaiming), so
-the gauge is exact exactly when it matters, at the limit.
+whenever it reconciles a key (which it does when a full key may hold an expired lease, and
+when reclaiming), so the gauge costs nothing and is exact when it is reported.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "LOG_LEVEL_ENV_VAR",
     "METRICS_NAMESPACE_ENV_VAR",
+    "SCOPE_NAMED",
+    "SCOPE_PER_OPERATION",
     "LeaseObserver",
     "PowertoolsObserver",
     "configure_from_env",
@@ -39,6 +47,8 @@ __all__ = [
     "lease_reclaimed",
     "lease_released",
     "lease_waited",
+    "metric_dimensions",
+    "metric_properties",
     "set_observer",
 ]
 
@@ -49,6 +59,11 @@ LOG_LEVEL_ENV_VAR = "DURABLE_SEMAPHORE_LOG_LEVEL"
 DEFAULT_SERVICE = "durable-semaphore"
 # CloudWatch rejects dimension values over 1024 characters; keys may be up to 2048 bytes.
 _MAX_DIMENSION_CHARS = 1024
+#: Values of the ``scope`` dimension.
+SCOPE_PER_OPERATION = "per-operation"
+SCOPE_NAMED = "named"
+# The SDK's operation ids (SDK 1.x to 3.x): the first 64 hex digits of a blake2b digest.
+_SDK_OPERATION_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @runtime_checkable
@@ -135,16 +150,62 @@ def _safely(method: Any, *args: Any) -> None:
         logging.getLogger(__name__).debug("lease observer failed", exc_info=True)
 
 
+# -- metric dimensions: low cardinality, identities as properties -----------------------------
+
+
+def _split_per_operation(key: str) -> tuple[str, str] | None:
+    """``(execution ARN, operation id)`` if ``key`` is a per-operation scope key, else None.
+
+    Only the key reaches this module, so its shape decides: ``<execution ARN>#<operation id>``
+    where the ARN starts with ``arn:`` (as on Lambda) or the id is an SDK operation id (which
+    also catches the local test runner, whose execution ARNs are bare UUIDs). Either signal is
+    enough, so a change in one of the two formats still keeps ARNs out of the dimensions.
+    """
+    arn, sep, operation_id = key.rpartition("#")
+    if not (sep and arn and operation_id):
+        return None
+    if key.startswith("arn:") or _SDK_OPERATION_ID.fullmatch(operation_id):
+        return arn, operation_id
+    return None
+
+
+def _dimension_value(text: str) -> str:
+    """``text`` as CloudWatch accepts it: printable ASCII (others escaped), 1 to 1024 chars."""
+    value = "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode() for c in text)
+    return value[:_MAX_DIMENSION_CHARS] if value.strip() else "(blank)"
+
+
+def metric_dimensions(key: str) -> dict[str, str]:
+    """The metric dimensions of ``key``: ``scope=per-operation`` for a per-operation key (one
+    constant metric for all of them), else ``scope=named`` and ``limiter=<key>``."""
+    if _split_per_operation(key) is not None:
+        return {"scope": SCOPE_PER_OPERATION}
+    return {"scope": SCOPE_NAMED, "limiter": _dimension_value(key)}
+
+
+def metric_properties(key: str, holder: str | None = None) -> dict[str, str]:
+    """The high-cardinality context of an event, kept out of the dimensions: the full key, the
+    holder and, for a per-operation key, its execution ARN and operation id."""
+    properties = {"key": key}
+    split = _split_per_operation(key)
+    if split is not None:
+        properties["execution_arn"], properties["operation_id"] = split
+    if holder is not None:
+        properties["holder"] = holder
+    return properties
+
+
 # -- the Powertools observer ------------------------------------------------------------------
 
 
 class PowertoolsObserver:
     """Structured logs via Powertools Logger and EMF metrics via Powertools ``single_metric``.
 
-    One EMF line per event, each with its own ``key`` dimension (Powertools' batched ``Metrics``
-    shares one dimension set per flush, which cannot carry a key per data point). Acquire and
-    release are logged at DEBUG (one pair per branch would drown a Lambda's log), reclaims and
-    waits at INFO.
+    One EMF line per event, each with its own dimensions (:func:`metric_dimensions`) and
+    properties (:func:`metric_properties`): Powertools' batched ``Metrics`` shares one dimension
+    set and one metadata set per flush, which would mix up events of different keys. Acquire
+    and release are logged at DEBUG (one pair per branch would drown a Lambda's log), reclaims
+    and waits at INFO.
     """
 
     def __init__(
@@ -173,7 +234,9 @@ class PowertoolsObserver:
             self._single_metric = single_metric
             self._units = MetricUnit
 
-    def _metric(self, name: str, unit: str, value: float, key: str) -> None:
+    def _metric(
+        self, name: str, unit: str, value: float, key: str, holder: str | None = None
+    ) -> None:
         if self._single_metric is None:
             return
         with self._single_metric(
@@ -181,19 +244,20 @@ class PowertoolsObserver:
             unit=getattr(self._units, unit),
             value=value,
             namespace=self.namespace,
-            default_dimensions={"service": self.service},
+            default_dimensions={"service": self.service, **metric_dimensions(key)},
         ) as metric:
-            metric.add_dimension(name="key", value=key[:_MAX_DIMENSION_CHARS])
+            for prop, prop_value in metric_properties(key, holder).items():
+                metric.add_metadata(key=prop, value=prop_value)
 
     def acquired(self, key: str, holder: str) -> None:
         if self.logger is not None:
             self.logger.debug("lease acquired", extra={"key": key, "holder": holder})
-        self._metric("LeaseAcquired", "Count", 1, key)
+        self._metric("LeaseAcquired", "Count", 1, key, holder)
 
     def released(self, key: str, holder: str) -> None:
         if self.logger is not None:
             self.logger.debug("lease released", extra={"key": key, "holder": holder})
-        self._metric("LeaseReleased", "Count", 1, key)
+        self._metric("LeaseReleased", "Count", 1, key, holder)
 
     def reclaimed(self, key: str, count: int) -> None:
         if self.logger is not None:
@@ -206,7 +270,7 @@ class PowertoolsObserver:
                 "lease granted after waiting",
                 extra={"key": key, "holder": holder, "wait_seconds": seconds},
             )
-        self._metric("LeaseWaitSeconds", "Seconds", seconds, key)
+        self._metric("LeaseWaitSeconds", "Seconds", seconds, key, holder)
 
     def in_flight(self, key: str, count: int) -> None:
         self._metric("InFlight", "Count", count, key)
