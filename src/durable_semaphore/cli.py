@@ -278,6 +278,24 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="longest durable wait between acquire attempts, seconds (default 2)",
     )
+    parser.add_argument(
+        "--wake-timeout",
+        type=int,
+        default=2,
+        help="callback timeout of a waiter sharing a limit, the fallback for a lost wake-up "
+        "(default 2 s; real seconds in the local runner)",
+    )
+    parser.add_argument(
+        "--real-time",
+        action="store_true",
+        help="run durable waits in real time instead of skipping them (slower, and the "
+        "makespan production would see; see docs/demo.md)",
+    )
+    parser.add_argument(
+        "--polling",
+        action="store_true",
+        help="executions sharing a limit poll instead of being woken by callbacks (control)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
         "--png", default=DEMO_PNG, help=f"where to save the timeline (default {DEMO_PNG})"
@@ -342,6 +360,9 @@ def _demo(args: argparse.Namespace) -> int:
         executions=args.executions,
         use_limiter=not args.no_limiter,
         max_backoff_seconds=args.max_backoff,
+        wake_timeout_seconds=args.wake_timeout,
+        hand_off=not args.polling,
+        real_time=args.real_time,
     )
 
     def run(sem: DynamoDBSemaphore, *, create: bool) -> Any:
@@ -391,6 +412,8 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"FAIL: peak in flight {result.peak_in_flight} > limit {result.limit}")
         if result.leases_left:
             print(f"FAIL: {result.leases_left} lease(s) left in the table")
+        if result.waiters_left:
+            print(f"FAIL: {result.waiters_left} waiter(s) left in the table")
     return EXIT_OK if result.ok else EXIT_NO
 
 

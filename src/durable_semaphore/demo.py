@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,33 @@ def operation_intervals(result: Any, kind: str = "InvokeOperation") -> list[tupl
             raise RuntimeError(f"{kind} {op.operation_id} has no start or end in the history")
         spans.append((op.start_timestamp.timestamp(), op.end_timestamp.timestamp()))
     return spans
+
+
+def branch_waits(result: Any, kind: str = "InvokeOperation") -> list[float]:
+    """Seconds each branch waited for its slot: from the branch's start to its ``kind`` start.
+
+    Read from the history (the branch is the invoke's parent context), not from the limiter.
+    """
+    ops = {op.operation_id: op for op in all_operations(result)}
+    waits: list[float] = []
+    for op in ops.values():
+        if type(op).__name__ != kind or op.start_timestamp is None:
+            continue
+        parent = ops.get(getattr(op, "parent_id", None) or "")
+        if parent is None or parent.start_timestamp is None:
+            continue
+        waits.append(max(0.0, (op.start_timestamp - parent.start_timestamp).total_seconds()))
+    return waits
+
+
+def jain_fairness(values: Sequence[float]) -> float:
+    """Jain's index (sum x)^2 / (n * sum x^2): 1.0 when all are equal, 1/n at worst."""
+    if not values:
+        return 1.0
+    squares = sum(x * x for x in values)
+    if squares == 0:
+        return 1.0
+    return sum(values) ** 2 / (len(values) * squares)
 
 
 def overlap_steps(spans: Iterable[tuple[float, float]]) -> list[tuple[float, int]]:
@@ -126,6 +153,15 @@ class DemoConfig:
     #: Upper bound of the limiter's durable backoff between acquire attempts. Small values keep
     #: the makespan near the ideal (a freed slot is noticed sooner) at the price of more polls.
     max_backoff_seconds: float = 2.0
+    #: Callback timeout of a waiter that shares a named limit: the fallback for a lost
+    #: wake-up. The local runner counts it in real seconds (it skips only durable waits).
+    wake_timeout_seconds: int = 2
+    #: Run durable waits in real time instead of skipping them. The skipping clock jumps by
+    #: every wait armed at a different instant, which serializes independent hand-off chains
+    #: that real time would overlap; real time measures makespan as production sees it.
+    real_time: bool = False
+    #: Wake waiters through callbacks (the local durable-execution server) instead of polling.
+    hand_off: bool = True
     execution_timeout: int = 3600
 
     def __post_init__(self) -> None:
@@ -135,6 +171,14 @@ class DemoConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(name, value, "must be an integer >= 1")
+        if (
+            isinstance(self.wake_timeout_seconds, bool)
+            or not isinstance(self.wake_timeout_seconds, int)
+            or self.wake_timeout_seconds < 1
+        ):
+            raise InvalidArgumentError(
+                "wake_timeout_seconds", self.wake_timeout_seconds, "must be an integer >= 1"
+            )
         if not (self.max_backoff_seconds >= 1):
             raise InvalidArgumentError(
                 "max_backoff_seconds", self.max_backoff_seconds, "must be >= 1"
@@ -173,6 +217,12 @@ class DemoResult:
     succeeded: bool
     #: Times the local runner re-invoked an execution after its own race (RunnerRaceCounter).
     runner_reinvocations: int = 0
+    #: Queue entries left in the table at the end (must be 0, like ``leases_left``).
+    waiters_left: int = 0
+    #: How waiters learn that a slot is theirs: "callback", "polling" or "none" (no limiter).
+    wake_mode: str = "none"
+    #: One dict per execution: execution (1-based), finished_seconds, mean_wait_seconds.
+    executions_detail: list[dict[str, float]] = field(default_factory=list)
     #: The observer's step function: (seconds since the first invoke, in-flight count).
     timeline: list[tuple[float, int]] = field(default_factory=list)
     #: Per execution, the same step function (the lanes of the picture).
@@ -180,8 +230,18 @@ class DemoResult:
 
     @property
     def ok(self) -> bool:
-        """The demo's verdict: every execution succeeded, no overshoot, no lease left."""
-        return self.succeeded and self.peak_in_flight <= self.limit and self.leases_left == 0
+        """The demo's verdict: every execution succeeded, no overshoot, nothing left behind."""
+        return (
+            self.succeeded
+            and self.peak_in_flight <= self.limit
+            and self.leases_left == 0
+            and self.waiters_left == 0
+        )
+
+    @property
+    def jain_fairness(self) -> float:
+        """Jain's index over the executions' finishing times (1.0: all finish together)."""
+        return jain_fairness([d["finished_seconds"] for d in self.executions_detail])
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` object (without the timeline, which belongs in the picture)."""
@@ -201,6 +261,10 @@ class DemoResult:
             "durable_operations": self.durable_operations,
             "durable_operations_per_branch": round(self.durable_operations_per_branch, 2),
             "leases_left": self.leases_left,
+            "waiters_left": self.waiters_left,
+            "wake_mode": self.wake_mode,
+            "jain_fairness": round(self.jain_fairness, 4),
+            "executions_detail": self.executions_detail,
             "wall_seconds": round(self.wall_seconds, 2),
             "runner_reinvocations": self.runner_reinvocations,
             "succeeded": self.succeeded,
@@ -285,6 +349,50 @@ def _progress(runner: Any, arns: Sequence[str], total: int) -> Progress:
     )
 
 
+@contextlib.contextmanager
+def local_lambda_endpoint(runner: Any, port: int) -> Iterator[str]:
+    """Serve the testing library's durable-execution Lambda API for ``runner``'s executions.
+
+    The waker completes callbacks through it (``SendDurableExecutionCallbackSuccess``), the
+    same API call it makes against AWS. Attaching the server needs the runner's executor, which
+    is private: this is the demo's only reach into the testing library beyond ``_progress``.
+    """
+    from aws_durable_execution_sdk_python_testing.web.server import (
+        WebServer,
+        WebServiceConfig,
+    )
+
+    server = WebServer(
+        WebServiceConfig(host="127.0.0.1", port=port, log_level=logging.WARNING),
+        runner._executor,
+    )
+    thread = threading.Thread(target=server.serve_forever, name="demo-lambda-api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def local_waker(endpoint: str) -> Any:
+    """A :class:`~durable_semaphore.wake.LambdaCallbackWaker` for the local API server."""
+    import boto3
+
+    from durable_semaphore.wake import LambdaCallbackWaker, _lambda_config
+
+    client = boto3.client(
+        "lambda",
+        endpoint_url=endpoint,
+        region_name="us-west-2",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=_lambda_config(),
+    )
+    return LambdaCallbackWaker(client)
+
+
 def run_demo(
     config: DemoConfig,
     semaphore: Any,
@@ -304,19 +412,6 @@ def run_demo(
     run_id = uuid.uuid4().hex[:10]
     counter = RequestCounter()
     counter.attach(semaphore.client)
-    limiter: DynamoDBLimiter | None = None
-    key_name: str | None = None
-    if config.use_limiter:
-        common: dict[str, Any] = {
-            "semaphore": semaphore,
-            "max_delay_seconds": max(config.max_backoff_seconds, 1.0),
-        }
-        if config.executions > 1:
-            key_name = f"demo-{run_id}"
-            limiter = DynamoDBLimiter(key_name, config.max_concurrency, **common)
-        else:
-            limiter = DynamoDBLimiter(**common)  # per-map scope, like limiter="dynamodb"
-    target, handler = _make_handlers(config, limiter)
     total = config.items * config.executions
 
     wall_start = time.perf_counter()
@@ -324,9 +419,35 @@ def run_demo(
     race = RunnerRaceCounter()
     runner_logger = logging.getLogger(RUNNER_LOGGER)
     runner_logger.addFilter(race)
+    limiter: DynamoDBLimiter | None = None
+    key_name: str | None = None
+    wake_mode = "none"
+    lambda_port: int | None = None
+    if config.use_limiter:
+        common: dict[str, Any] = {
+            "semaphore": semaphore,
+            "max_delay_seconds": max(config.max_backoff_seconds, 1.0),
+            "wake_timeout_seconds": config.wake_timeout_seconds,
+            "waker": None,
+        }
+        if config.executions > 1:
+            # Executions sharing a limit wake each other through callbacks, as deployed.
+            if config.hand_off:
+                from durable_semaphore.embedded import free_port
+
+                lambda_port = free_port()
+                common["waker"] = local_waker(f"http://127.0.0.1:{lambda_port}")
+            key_name = f"demo-{run_id}"
+            limiter = DynamoDBLimiter(key_name, config.max_concurrency, **common)
+        else:
+            limiter = DynamoDBLimiter(**common)  # per-map scope, like limiter="dynamodb"
+        wake_mode = "callback" if limiter.uses_callbacks else "polling"
+    target, handler = _make_handlers(config, limiter)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(runner_logger.removeFilter, race)
-        runner = cleanup.enter_context(DurableFunctionTestRunner(handler=handler, skip_time=True))
+        runner = cleanup.enter_context(DurableFunctionTestRunner(handler=handler, skip_time=not config.real_time))
+        if lambda_port is not None:
+            cleanup.enter_context(local_lambda_endpoint(runner, lambda_port))
         runner.register_durable_function(TARGET_FUNCTION, target)
         arns = [
             runner.run_async(
@@ -371,11 +492,29 @@ def run_demo(
     requests = counter.total  # before our own check below adds a Scan
     by_operation = dict(sorted(counter.by_operation.items()))
 
-    live = [lease for lease in semaphore.scan_leases() if lease.is_live(semaphore.now())]
     arn_prefixes = tuple(f"{arn}#" for arn in arns)
-    leases_left = sum(
-        1 for lease in live if lease.key == key_name or lease.key.startswith(arn_prefixes)
-    )
+
+    def ours(key: str) -> bool:
+        return key == key_name or key.startswith(arn_prefixes)
+
+    now = semaphore.now()
+    items = [lease for lease in semaphore.scan_leases() if ours(lease.key)]
+    leases_left = sum(1 for lease in items if lease.holds_slot and lease.is_live(now))
+    queued = {(lease.key, lease.holder) for lease in items if not lease.holds_slot}
+    queued |= {(w.key, w.holder) for w in semaphore.scan_waiters() if ours(w.key)}
+    waiters_left = len(queued)
+    details = []
+    for number, (result, exec_spans) in enumerate(zip(results, per_exec, strict=True), 1):
+        waits = branch_waits(result)
+        details.append(
+            {
+                "execution": number,
+                "finished_seconds": round(
+                    max((e for _, e in exec_spans), default=origin) - origin, 3
+                ),
+                "mean_wait_seconds": round(sum(waits) / len(waits), 3) if waits else 0.0,
+            }
+        )
 
     def rebase(steps: list[tuple[float, int]]) -> list[tuple[float, int]]:
         return [(at - origin, count) for at, count in steps]
@@ -395,6 +534,9 @@ def run_demo(
         durable_operations=durable_ops,
         durable_operations_per_branch=durable_ops / total,
         leases_left=leases_left,
+        waiters_left=waiters_left,
+        wake_mode=wake_mode,
+        executions_detail=details,
         wall_seconds=wall,
         succeeded=succeeded,
         runner_reinvocations=race.count,
@@ -433,9 +575,17 @@ def format_summary(result: DemoResult) -> str:
         f"({result.dynamodb_requests} total{': ' + ops if ops else ''})",
         f"  durable operations  {result.durable_operations_per_branch:.2f} per branch "
         f"({result.durable_operations} total)",
-        f"  leases left         {result.leases_left}",
+        f"  leases left         {result.leases_left}, waiters left {result.waiters_left}",
         f"  wall time           {result.wall_seconds:.1f} s (durable time skipped)",
     ]
+    if result.executions > 1 and result.executions_detail:
+        finished = [d["finished_seconds"] for d in result.executions_detail]
+        lines.append(
+            f"  fairness            Jain {result.jain_fairness:.3f} over finishing times "
+            f"({min(finished):.1f} to {max(finished):.1f} s)"
+        )
+    if result.limiter:
+        lines.append(f"  waiters woken by    {result.wake_mode}")
     if result.runner_reinvocations:
         lines.append(
             f"  runner retries      {result.runner_reinvocations} (the local runner's own race; "

@@ -15,11 +15,20 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from durable_semaphore.errors import InvalidArgumentError
-from durable_semaphore.store import DEFAULT_TABLE_NAME, DynamoDBSemaphore
+from durable_semaphore.store import (
+    DEFAULT_TABLE_NAME,
+    AcquireResult,
+    DynamoDBSemaphore,
+    Grant,
+    ReleaseResult,
+)
+from durable_semaphore.wake import LambdaCallbackWaker, LocalSignals, WakeOutcome, Waker
+from durable_semaphore.wake import local_signals as _local_signals
 
 __all__ = [
     "BRANCH_LEASE_TTL_SECONDS",
     "TABLE_ENV_VAR",
+    "WAKER_ENV_VAR",
     "DynamoDBLimiter",
     "LimiterSpec",
     "default_limiter",
@@ -33,6 +42,13 @@ TABLE_ENV_VAR = "DURABLE_SEMAPHORE_TABLE"
 #: for up to a year (366 days), so a lease must be able to outlive the longest suspension.
 #: Slots of dead executions are recovered by the sweep and the reaper; expiry is the last resort.
 BRANCH_LEASE_TTL_SECONDS = 366 * 24 * 3600
+
+#: Environment variable choosing the default waker: ``lambda`` wakes waiters of named limiters
+#: through ``SendDurableExecutionCallbackSuccess``; unset or ``none`` means polling.
+WAKER_ENV_VAR = "DURABLE_SEMAPHORE_WAKER"
+#: Hand-offs to dead waiters passed on in one release before giving up (the rest wait for
+#: their own timeouts, which is safe, only slower).
+_MAX_PASS_ON = 10
 
 _SEPARATOR = "#"
 
@@ -83,6 +99,10 @@ class DynamoDBLimiter:
         max_delay_seconds: float = 60.0,
         jitter: bool = True,
         random_source: Callable[[], float] | None = None,
+        waker: Waker | Literal["auto", "lambda"] | None = "auto",
+        wake_timeout_seconds: int = 60,
+        local_wait_seconds: float = 2.0,
+        signals: LocalSignals | None = None,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise InvalidArgumentError("name", name, "must be a non-empty string or None")
@@ -102,6 +122,19 @@ class DynamoDBLimiter:
             raise InvalidArgumentError(
                 "max_delay_seconds", max_delay_seconds, "must be >= initial_delay_seconds"
             )
+        if (
+            isinstance(wake_timeout_seconds, bool)
+            or not isinstance(wake_timeout_seconds, int)
+            or wake_timeout_seconds < 1
+        ):
+            raise InvalidArgumentError(
+                "wake_timeout_seconds", wake_timeout_seconds, "must be an integer >= 1"
+            )
+        _check_positive("local_wait_seconds", local_wait_seconds, strict=False)
+        if not (waker is None or waker in ("auto", "lambda") or isinstance(waker, Waker)):
+            raise InvalidArgumentError(
+                "waker", waker, "must be None, 'auto', 'lambda' or a Waker (with a wake method)"
+            )
         if semaphore is not None and (table_name is not None or client is not None):
             raise InvalidArgumentError(
                 "semaphore", semaphore, "pass either semaphore or table_name/client, not both"
@@ -118,6 +151,11 @@ class DynamoDBLimiter:
         self._random = random_source if random_source is not None else random.random
         self._semaphore = semaphore
         self._lock = threading.Lock()
+        self.wake_timeout_seconds = wake_timeout_seconds
+        self.local_wait_seconds = float(local_wait_seconds)
+        self.signals = signals if signals is not None else _local_signals
+        self._waker_spec = waker
+        self._waker: Waker | None = waker if isinstance(waker, Waker) else None
 
     def __repr__(self) -> str:
         return (
@@ -137,6 +175,100 @@ class DynamoDBLimiter:
                         table_name=resolve_table_name(self.table_name), client=self.client
                     )
         return self._semaphore
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    @property
+    def waker(self) -> Waker | None:
+        """The callback waker, or None (waiters poll). ``"auto"`` reads $DURABLE_SEMAPHORE_WAKER."""
+        if self._waker is None and self._waker_spec is not None:
+            spec: object = self._waker_spec
+            if spec == "auto":
+                spec = "lambda" if os.environ.get(WAKER_ENV_VAR, "").lower() == "lambda" else None
+            if spec == "lambda":
+                with self._lock:
+                    if self._waker is None:
+                        self._waker = LambdaCallbackWaker()
+            else:
+                self._waker_spec = None
+        return self._waker
+
+    @property
+    def uses_callbacks(self) -> bool:
+        """Whether waiting branches suspend on a callback that a releaser completes.
+
+        Only for named limiters: a per-operation scope's waiters all belong to the releaser's
+        own execution, where a callback completed mid-invocation is not seen until the next
+        invocation, so they use the in-process signal and polling instead.
+        """
+        return self.is_named and self.waker is not None
+
+    @property
+    def queue_ttl_seconds(self) -> float:
+        """How long a waiter's queue entry outlives its last check-in: several check-in
+        intervals (callback timeout or longest backoff), so only a dead waiter drops out."""
+        interval = max(float(self.wake_timeout_seconds), self.max_delay_seconds)
+        return 4 * interval + 60
+
+    def acquire(
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        *,
+        execution_arn: str | None = None,
+        position: int | None = None,
+        callback_id: str | None = None,
+    ) -> AcquireResult:
+        """Take a slot or keep a place in the queue (see :meth:`DynamoDBSemaphore.acquire`);
+        wakes any waiter the call handed a slot to on the way."""
+        result = self.semaphore.acquire(
+            key,
+            holder,
+            limit,
+            self.ttl_seconds,
+            execution_arn=execution_arn,
+            position=position,
+            callback_id=callback_id,
+            queue_ttl_seconds=self.queue_ttl_seconds,
+        )
+        for grant in result.grants:
+            self.wake(grant, releaser_arn=execution_arn)
+        return result
+
+    def release(
+        self, key: str, holder: str, *, execution_arn: str | None = None, waited: bool = False
+    ) -> ReleaseResult:
+        """Free ``holder``'s slot, hand it to the oldest waiter and wake that waiter.
+
+        ``waited`` (this holder had to queue) predicts waiters, which saves a request.
+        """
+        result = self.semaphore.release_slot(key, holder, waiters_likely=waited)
+        if result.grant is not None:
+            self.wake(result.grant, releaser_arn=execution_arn)
+        return result
+
+    def wake(self, grant: Grant, *, releaser_arn: str | None = None) -> WakeOutcome | None:
+        """Tell a waiter its slot is ready: in-process when it blocks in this process and
+        execution, else through its callback. A callback that is gone passes the slot on to
+        the next waiter (bounded), so a dead waiter never keeps it.
+        """
+        outcome: WakeOutcome | None = None
+        for _ in range(_MAX_PASS_ON):
+            same_execution = grant.execution_arn is not None and grant.execution_arn == releaser_arn
+            if same_execution and self.signals.wake(grant.execution_arn, grant.key, grant.holder):
+                return WakeOutcome.DELIVERED
+            waker = self.waker
+            if waker is None or grant.callback_id is None:
+                return outcome  # the waiter finds the slot at its next check
+            outcome = waker.wake(grant.callback_id)
+            if outcome is not WakeOutcome.GONE:
+                return outcome
+            passed = self.semaphore.revoke(grant.key, grant.holder)
+            if passed.grant is None:
+                return outcome
+            grant = passed.grant
+        return outcome
 
     # -- scope ---------------------------------------------------------------------------------
 

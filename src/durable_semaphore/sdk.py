@@ -5,13 +5,21 @@ Importing :mod:`durable_semaphore` calls :func:`install`, which wraps ``DurableC
 our :class:`MapConfig` / :class:`ParallelConfig` with a ``limiter``: then every branch function is
 wrapped so it
 
-1. acquires a lease through ONE durable operation, ``wait_for_condition``, whose first check
-   runs at once and whose retries wait durably with the limiter's backoff (no thread blocks;
-   when every branch waits, the execution suspends);
-2. on replay gets the checkpointed result back and renews its lease best-effort (renew never
-   takes a new slot);
+1. acquires a lease, or joins the key's FIFO queue, in ONE durable operation when a slot is
+   free at once. A waiting branch then waits in one of two ways:
+
+   * **callback** (named limiters with a waker): it suspends on a durable callback with a
+     timeout; the releaser hands it the slot in the store and completes the callback, so it
+     resumes owning the slot. On timeout (a lost wake-up) it checks the store again;
+   * **polling** (per-operation scopes, or no waker): ``wait_for_condition`` checks its queue
+     entry with the limiter's backoff, and, while another branch of the same execution runs in
+     this process, blocks briefly on an in-process signal that the releaser sets;
+
+2. on replay gets the checkpointed result back (renewing the lease only when it nears expiry;
+   renew never takes a new slot);
 3. runs the body and releases the lease once the branch is terminal (returned, or raised a real
-   failure), never on a suspension or a retryable ``InvocationError``.
+   failure), never on a suspension or a retryable ``InvocationError``. Releasing hands the slot
+   to the oldest waiter and wakes it.
 
 When the map or parallel itself finishes, leases still held by its branches (branches abandoned
 by early completion) are swept by holder-id prefix.
@@ -39,9 +47,10 @@ from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 import aws_durable_execution_sdk_python.config as _sdk_config
-from aws_durable_execution_sdk_python.config import Duration, ParallelBranch
+from aws_durable_execution_sdk_python.config import CallbackConfig, Duration, ParallelBranch
 from aws_durable_execution_sdk_python.context import DurableContext
 from aws_durable_execution_sdk_python.exceptions import (
+    CallbackError,
     InvocationError,
     OrphanedChildException,
 )
@@ -65,7 +74,9 @@ from durable_semaphore.limiter import (
 
 __all__ = [
     "ACQUIRE_OPERATION_NAME",
+    "CHECK_OPERATION_NAME",
     "SUPPORTED_SDK_RANGE",
+    "WAIT_OPERATION_NAME",
     "MapConfig",
     "NestedLimiterError",
     "ParallelConfig",
@@ -84,6 +95,10 @@ SDK_DISTRIBUTION = "aws-durable-execution-sdk-python"
 SUPPORTED_SDK_RANGE: tuple[tuple[int, int], tuple[int, int]] = ((1, 7), (4, 0))
 #: Name of the durable operation that acquires a branch's lease (visible in the history).
 ACQUIRE_OPERATION_NAME = "durable-semaphore-acquire"
+#: The callback a waiting branch suspends on until a releaser hands it a slot.
+WAIT_OPERATION_NAME = "durable-semaphore-wait"
+#: The step that records that callback on the branch's queue entry (and checks it again).
+CHECK_OPERATION_NAME = "durable-semaphore-check"
 _HOOK_SENTINEL = "__durable_semaphore_hook__"
 
 
@@ -275,9 +290,9 @@ def _is_terminal(exc: BaseException) -> bool:
     return isinstance(exc, OrphanedChildException)
 
 
-def _release_quietly(scope: _Scope, holder: str) -> None:
+def _release_quietly(scope: _Scope, holder: str, *, waited: bool) -> None:
     try:
-        scope.limiter.semaphore.release(scope.key, holder)
+        scope.limiter.release(scope.key, holder, execution_arn=scope.execution_arn, waited=waited)
     except Exception:
         # A failed release leaks the slot only until the map's sweep, the reaper or expiry.
         logger.warning(
@@ -286,14 +301,174 @@ def _release_quietly(scope: _Scope, holder: str) -> None:
 
 
 def _sweep(scope: _Scope) -> None:
-    """Release every lease this map/parallel's branches still hold (early completion)."""
+    """Free every lease and queue entry this map/parallel's branches still have (branches
+    abandoned by early completion). Each one is attempted; failures are counted and logged."""
     scope.closed.set()
     try:
-        sem = scope.limiter.semaphore
-        for lease in sem.holders(scope.key, prefix=scope.holder_prefix):
-            sem.release(scope.key, lease.holder)
+        entries = scope.limiter.semaphore.entries(scope.key, prefix=scope.holder_prefix)
     except Exception:
         logger.warning("durable-semaphore: sweep of %s failed", scope.key, exc_info=True)
+        return
+    failed = 0
+    for entry in entries:
+        try:
+            scope.limiter.release(
+                scope.key, entry.holder, execution_arn=scope.execution_arn, waited=True
+            )
+        except Exception:
+            failed += 1
+            logger.warning(
+                "durable-semaphore: sweep could not release %s on %s",
+                entry.holder,
+                scope.key,
+                exc_info=True,
+            )
+    if failed:
+        logger.warning(
+            "durable-semaphore: sweep of %s left %d of %d entries", scope.key, failed, len(entries)
+        )
+
+
+def _attempt(
+    scope: _Scope,
+    holder: str,
+    state: dict[str, Any],
+    *,
+    callback_id: str | None = None,
+    local_wait: bool = False,
+) -> dict[str, Any]:
+    """One acquire-or-queue check; returns the next checkpointable state.
+
+    State keys: ``held``, ``position`` (queue number while waiting), ``queued`` (ever waited,
+    which predicts waiters at release), ``polls``, ``first_at`` (the first check's time, so the
+    wait is measured across invocations), ``expires_at`` once held.
+    """
+    limiter = scope.limiter
+    sem = limiter.semaphore
+    polls = int(state.get("polls", 0)) + 1
+    first_at = float(state.get("first_at") or sem.now())
+    out: dict[str, Any] = {
+        "held": False,
+        "polls": polls,
+        "first_at": first_at,
+        "queued": bool(state.get("queued")),
+        "position": state.get("position"),
+    }
+    arn = scope.execution_arn
+    try:
+        with limiter.signals.waiting(arn, scope.key, holder) as woken:
+            result = limiter.acquire(
+                scope.key,
+                holder,
+                scope.limit,
+                execution_arn=arn,
+                position=out["position"],
+                callback_id=callback_id,
+            )
+            if (
+                result.queued
+                and local_wait
+                and limiter.local_wait_seconds > 0
+                and limiter.signals.busy(arn, scope.key)
+            ):
+                woken.wait(limiter.local_wait_seconds)
+        if result.queued and woken.is_set():
+            # A branch of this execution handed us its slot while we waited in-thread.
+            result = limiter.acquire(
+                scope.key, holder, scope.limit, execution_arn=arn, position=result.position
+            )
+    except Exception as exc:
+        if not _is_transient(exc):
+            raise
+        logger.warning("durable-semaphore: acquire on %s failed, will retry: %r", scope.key, exc)
+        out["error"] = type(exc).__name__
+        return out
+    if result.lease is None:
+        out["position"] = result.position
+        out["queued"] = out["queued"] or result.queued
+        return out
+    if scope.closed.is_set():
+        # The map already returned (this branch was orphaned by early completion): give the
+        # slot straight back and stop waiting; the branch's next checkpoint is refused anyway.
+        _release_quietly(scope, holder, waited=True)
+        out["orphaned"] = True
+        return out
+    observability.lease_waited(scope.key, holder, max(0.0, sem.now() - first_at))
+    out.update(held=True, position=None, expires_at=result.lease.expires_at)
+    return out
+
+
+def _wait_by_polling(
+    scope: _Scope, ctx: DurableContext, holder: str
+) -> tuple[dict[str, Any], bool]:
+    """One ``wait_for_condition``: check, then back off durably; the check may block briefly
+    on an in-process hand-off from a branch of this execution."""
+    ran = False
+
+    def check(state: dict[str, Any], _check_ctx: Any) -> dict[str, Any]:
+        nonlocal ran
+        ran = True
+        return _attempt(scope, holder, state, local_wait=True)
+
+    def wait_strategy(state: dict[str, Any], attempts_made: int) -> WaitForConditionDecision:
+        if state.get("held") or state.get("orphaned"):
+            return WaitForConditionDecision.stop_polling()
+        return WaitForConditionDecision.continue_waiting(
+            Duration(seconds=scope.limiter.backoff_delay(attempts_made))
+        )
+
+    state = ctx.wait_for_condition(
+        check,
+        config=WaitForConditionConfig(wait_strategy=wait_strategy, initial_state={"polls": 0}),
+        name=ACQUIRE_OPERATION_NAME,
+    )
+    return dict(state), ran
+
+
+def _wait_by_callback(
+    scope: _Scope, ctx: DurableContext, holder: str
+) -> tuple[dict[str, Any], bool]:
+    """A step that acquires or queues; while queued, a callback the releaser completes.
+
+    Uncontended this is one durable operation, like the polling route. A wait costs a
+    callback and a step that records its id on the queue entry (and finds the slot already
+    handed over, if the releaser was quicker). A lost wake-up ends at the callback's timeout,
+    after which the next check finds the slot or waits again.
+    """
+    ran = False
+    limiter = scope.limiter
+
+    def step_of(state: dict[str, Any], callback_id: str | None) -> Callable[[Any], dict[str, Any]]:
+        def run(_step_ctx: Any) -> dict[str, Any]:
+            nonlocal ran
+            ran = True
+            return _attempt(scope, holder, state, callback_id=callback_id)
+
+        return run
+
+    state: dict[str, Any] = ctx.step(step_of({"polls": 0}, None), name=ACQUIRE_OPERATION_NAME)
+    rounds = 0
+    while not state.get("held") and not state.get("orphaned"):
+        rounds += 1
+        if state.get("position") is None:
+            # A transient store error: wait durably, then try again.
+            ctx.wait(Duration(seconds=limiter.backoff_delay(rounds)))
+            state = ctx.step(step_of(state, None), name=ACQUIRE_OPERATION_NAME)
+            continue
+        callback: Any = ctx.create_callback(
+            name=WAIT_OPERATION_NAME,
+            config=CallbackConfig(timeout=Duration(seconds=limiter.wake_timeout_seconds)),
+        )
+        state = ctx.step(step_of(state, callback.callback_id), name=CHECK_OPERATION_NAME)
+        if state.get("held") or state.get("orphaned"):
+            break
+        try:
+            callback.result()
+        except CallbackError:
+            continue  # timed out (a lost wake-up): check the store again
+        # Woken: the releaser handed us the slot in the same transaction that freed it.
+        state = {**state, "held": True, "position": None, "woken": True}
+    return state, ran
 
 
 def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[], R]) -> R:
@@ -307,78 +482,50 @@ def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[]
             "at once? The limiter cannot tell which map this branch belongs to"
         )
     holder = scope.limiter.holder_id(scope.execution_arn, scope.operation_id, branch_op_id)
-    sem = scope.limiter.semaphore
-    checked_here = False
-
-    def attempt_acquire(state: dict[str, Any], _check_ctx: Any) -> dict[str, Any]:
-        nonlocal checked_here
-        checked_here = True
-        polls = int(state.get("polls", 0)) + 1
-        # The first poll's time travels in the checkpointed state, so the wait is measured
-        # across suspensions and re-invocations, not just within this one.
-        first_at = float(state.get("first_at") or sem.now())
-        try:
-            lease = sem.try_acquire(
-                scope.key,
-                holder,
-                scope.limit,
-                scope.limiter.ttl_seconds,
-                execution_arn=scope.execution_arn,
-            )
-        except Exception as exc:
-            if not _is_transient(exc):
-                raise
-            logger.warning(
-                "durable-semaphore: acquire on %s failed, will retry: %r", scope.key, exc
-            )
-            return {
-                "held": False,
-                "polls": polls,
-                "first_at": first_at,
-                "error": type(exc).__name__,
-            }
-        if lease is None:
-            return {"held": False, "polls": polls, "first_at": first_at}
-        if scope.closed.is_set():
-            # The map already returned (this branch was orphaned by early completion): give
-            # the slot straight back; the branch's next checkpoint will be refused anyway.
-            sem.release(scope.key, holder)
-            return {"held": False, "polls": polls, "orphaned": True}
-        observability.lease_waited(scope.key, holder, max(0.0, sem.now() - first_at))
-        return {"held": True, "polls": polls, "expires_at": lease.expires_at}
-
-    def wait_strategy(state: dict[str, Any], attempts_made: int) -> WaitForConditionDecision:
-        if state.get("held"):
-            return WaitForConditionDecision.stop_polling()
-        return WaitForConditionDecision.continue_waiting(
-            Duration(seconds=scope.limiter.backoff_delay(attempts_made))
-        )
-
-    ctx.wait_for_condition(
-        attempt_acquire,
-        config=WaitForConditionConfig(wait_strategy=wait_strategy, initial_state={"polls": 0}),
-        name=ACQUIRE_OPERATION_NAME,
-    )
+    limiter = scope.limiter
+    if limiter.uses_callbacks:
+        state, checked_here = _wait_by_callback(scope, ctx, holder)
+    else:
+        state, checked_here = _wait_by_polling(scope, ctx, holder)
+    if state.get("orphaned"):
+        return None  # type: ignore[return-value]  # the map returned without this branch
     if not checked_here:
-        # Replay: the lease was acquired in an earlier invocation. Extend it; renew never takes
-        # a new slot, so a lease lost meanwhile (swept, reaped, expired) is not re-taken.
-        try:
-            if sem.renew(scope.key, holder, scope.limiter.ttl_seconds) is None:
-                logger.info("durable-semaphore: %s no longer holds %s on replay", holder, scope.key)
-        except Exception:
-            logger.warning("durable-semaphore: renew of %s failed", holder, exc_info=True)
+        _renew_on_replay(scope, holder, state)
 
+    waited = bool(state.get("queued"))
     token = _HELD_KEYS.set(scope.held_outside | {scope.key})
     try:
-        result = body()
+        with limiter.signals.running(scope.execution_arn, scope.key):
+            result = body()
     except BaseException as exc:
         if _is_terminal(exc):
-            _release_quietly(scope, holder)
+            _release_quietly(scope, holder, waited=waited)
         raise
     finally:
         _HELD_KEYS.reset(token)
-    _release_quietly(scope, holder)
+    _release_quietly(scope, holder, waited=waited)
     return result
+
+
+def _renew_on_replay(scope: _Scope, holder: str, state: dict[str, Any]) -> None:
+    """A replayed branch extends its lease once less than half its lifetime is left.
+
+    Renew never takes a new slot, so a lease lost meanwhile (swept, reaped, released by an
+    operator) is not re-taken. Branch leases live long (a year by default), so this rarely
+    costs a request: replays happen on every re-invocation of the execution.
+    """
+    sem = scope.limiter.semaphore
+    expires_at = state.get("expires_at")
+    ttl = scope.limiter.ttl_seconds
+    if expires_at is not None and float(expires_at) - sem.now() > ttl / 2:
+        return
+    if expires_at is None and state.get("woken"):
+        return  # handed over moments ago with a fresh lifetime
+    try:
+        if sem.renew(scope.key, holder, ttl) is None:
+            logger.warning("durable-semaphore: %s no longer holds %s on replay", holder, scope.key)
+    except Exception:
+        logger.warning("durable-semaphore: renew of %s failed", holder, exc_info=True)
 
 
 def _open_scope(ctx: DurableContext, config: MapConfig[Any] | ParallelConfig) -> _Scope | None:

@@ -238,6 +238,12 @@ class _Meta:
             True, number("count"), number("ver"), number("wseq"), number("nwait"), hint, limit
         )
 
+    def needs_lower_hint(self, expires_at: float) -> bool:
+        """Whether a lease expiring at ``expires_at`` must lower the stored hint."""
+        if self.hint is None:
+            return self.count > 0
+        return self.hint > expires_at
+
     def may_hold_expired(self, now: float) -> bool:
         """Whether a lease counted here can have expired (so a reconcile can free a slot)."""
         if self.count <= 0:
@@ -879,7 +885,12 @@ class DynamoDBSemaphore:
                     continue
                 meta = _Meta.parse(meta_reason.get("Item"))
                 if meta.count < limit and meta.nwait <= 0:
-                    lower_hint = True  # only the expiry hint refused us: lower it
+                    # A slot is free: only the expiry hint refused us. Pick the variant the
+                    # stored hint needs; if it already was that one, the key moved on: retry.
+                    wanted = meta.needs_lower_hint(expires_at)
+                    if wanted == lower_hint:
+                        _backoff(attempt)
+                    lower_hint = wanted
                     continue
                 if meta.may_hold_expired(now):
                     outcome = self._reconcile(key)
@@ -1197,7 +1208,8 @@ class DynamoDBSemaphore:
         self, key: str, releaser: str, waiter: Waiter, now: float, *, only_granted: bool
     ) -> ReleaseResult | None:
         """One hand-off from ``releaser`` to ``waiter``; None means "read the queue again"."""
-        for lower_hint in (False, True):
+        lower_hint = False
+        for _ in range(2):
             ops = handoff_ops(
                 self.table_name,
                 key,
@@ -1222,8 +1234,13 @@ class DynamoDBSemaphore:
                     return None
                 if _failed(meta_reason):
                     meta = _Meta.parse(meta_reason.get("Item"))
+                    expires_at = math.ceil(now + waiter.lease_ttl_seconds)
                     if meta.nwait > 0 and meta.count > 0:
-                        continue  # only the expiry hint refused us: lower it
+                        wanted = meta.needs_lower_hint(expires_at)
+                        if wanted != lower_hint:
+                            lower_hint = wanted  # only the expiry hint refused us
+                            continue
+                        return None  # the key moved on meanwhile: look again
                     if meta.nwait <= 0:
                         self._recount_queue(key)
                     if meta.count <= 0:
@@ -1261,7 +1278,10 @@ class DynamoDBSemaphore:
                     meta = _Meta.parse(meta_reason.get("Item"))
                     if meta.count >= limit or meta.nwait <= 0:
                         return grants
-                    lower_hint = not lower_hint  # the expiry hint refused us
+                    wanted = meta.needs_lower_hint(math.ceil(now + waiter.lease_ttl_seconds))
+                    if wanted == lower_hint:
+                        _backoff(1)
+                    lower_hint = wanted  # the expiry hint refused us
                 continue
             lower_hint = False
             observability.lease_acquired(key, waiter.holder)
@@ -1418,6 +1438,24 @@ class DynamoDBSemaphore:
             ):
                 for item in page.get("Items", []):
                     yield _lease_from_item(item)
+        except ClientError as err:
+            self._raise_table_missing(err)
+            raise
+
+    def scan_waiters(self, *, page_size: int | None = None) -> Iterator[Waiter]:
+        """Every queue entry in the table (for the CLI, the reaper and the demo's final check)."""
+        paginator = self.client.get_paginator("scan")
+        try:
+            for page in paginator.paginate(
+                TableName=self.table_name,
+                FilterExpression="begins_with(#sk, :p)",
+                ExpressionAttributeNames={"#sk": SK},
+                ExpressionAttributeValues={":p": {"S": QUEUE_PREFIX}},
+                ConsistentRead=True,
+                PaginationConfig={"PageSize": page_size} if page_size is not None else {},
+            ):
+                for item in page.get("Items", []):
+                    yield _waiter_from_item(item)
         except ClientError as err:
             self._raise_table_missing(err)
             raise

@@ -209,11 +209,11 @@ class RecordingSemaphore(DynamoDBSemaphore):
         self.outcomes: list[tuple[str, bool]] = []
         self._outcomes_lock = threading.Lock()
 
-    def try_acquire(self, key: str, holder: str, limit: int, *args: Any, **kwargs: Any) -> Any:
-        lease = super().try_acquire(key, holder, limit, *args, **kwargs)
+    def acquire(self, key: str, holder: str, limit: int, *args: Any, **kwargs: Any) -> Any:
+        result = super().acquire(key, holder, limit, *args, **kwargs)
         with self._outcomes_lock:
-            self.outcomes.append((holder, lease is not None))
-        return lease
+            self.outcomes.append((holder, result.held))
+        return result
 
 
 def test_overlapping_invocations_take_no_extra_slot(

@@ -1,0 +1,213 @@
+"""Waking a waiter whose slot was handed over: a callback across executions, a signal within one.
+
+The store hands a freed slot to the oldest waiter in the same transaction that frees it (see
+:mod:`durable_semaphore.store`); this module only tells the waiter. Two routes:
+
+* **Across executions**, a waiting branch suspends on a durable callback. The releaser
+  completes it with the Lambda API ``SendDurableExecutionCallbackSuccess`` through a
+  :class:`Waker`. :class:`LambdaCallbackWaker` is the production one (a boto3 ``lambda``
+  client); pointed at the testing library's local web server (``AWS_ENDPOINT_URL_LAMBDA``) it
+  is also the one the demo and tests use.
+* **Within one execution in one process** (the branches of one map running in one invocation),
+  :class:`LocalSignals` lets the waiting check block briefly on an event that the releaser
+  sets. It is keyed by execution ARN: a deployed Lambda sandbox runs one invocation at a time,
+  and the local runner hosts many executions in one process, so a wider scope would make the
+  demo faster than production could ever be.
+
+Wake-ups get lost (a completion that lands while the waiter's own invocation is running is not
+seen until its next invocation), so every wait has a timeout after which the waiter checks the
+store again: the slot is already its own, or it waits again.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda.client import LambdaClient
+else:
+    LambdaClient = Any
+
+__all__ = [
+    "GONE_ERROR_CODES",
+    "WAKE_PAYLOAD",
+    "LambdaCallbackWaker",
+    "LocalSignals",
+    "WakeOutcome",
+    "Waker",
+    "local_signals",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What a woken waiter receives: the slot is already its own.
+WAKE_PAYLOAD = b'{"granted": true}'
+#: Answers that prove the callback can never be completed: it timed out, was already closed,
+#: or does not exist (its execution ended). Anything else may heal, so the grant stays.
+GONE_ERROR_CODES = frozenset(
+    {"CallbackTimeoutException", "ResourceNotFoundException", "InvalidParameterValueException"}
+)
+
+
+class WakeOutcome(enum.Enum):
+    """What a wake attempt achieved."""
+
+    #: The callback was completed; the waiter will resume (perhaps on its next invocation).
+    DELIVERED = "delivered"
+    #: The callback is gone for good: the slot must go to someone else.
+    GONE = "gone"
+    #: Unknown (throttled, denied, network): keep the grant; the waiter's timeout finds it.
+    FAILED = "failed"
+
+
+@runtime_checkable
+class Waker(Protocol):
+    """Completes a waiting branch's callback. Implementations must be thread-safe."""
+
+    def wake(self, callback_id: str) -> WakeOutcome:
+        """Complete ``callback_id`` successfully; never raise."""
+        ...
+
+
+def _lambda_config() -> Config:
+    # A wake-up is latency-sensitive and has a fallback (the waiter's timeout): retry a little.
+    return Config(
+        retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=5
+    )
+
+
+class LambdaCallbackWaker:
+    """Wakes waiters through ``lambda:SendDurableExecutionCallbackSuccess``.
+
+    The boto3 client is created on first use; boto3 honours ``AWS_ENDPOINT_URL_LAMBDA``, which
+    is how tests and the demo reach the testing library's local durable-execution server.
+    Deployed, the releasing function needs ``lambda:SendDurableExecutionCallbackSuccess`` on
+    the functions that wait on the same limiter (template.yaml grants exactly that).
+    """
+
+    def __init__(
+        self,
+        client: LambdaClient | None = None,
+        *,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+    ) -> None:
+        self._client = client
+        self._endpoint_url = endpoint_url
+        self._region_name = region_name
+        self._lock = threading.Lock()
+        self._warned_denied = False
+
+    @property
+    def client(self) -> LambdaClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+
+                    self._client = boto3.client(
+                        "lambda",
+                        endpoint_url=self._endpoint_url,
+                        region_name=self._region_name,
+                        config=_lambda_config(),
+                    )
+        return self._client
+
+    def wake(self, callback_id: str) -> WakeOutcome:
+        try:
+            self.client.send_durable_execution_callback_success(
+                CallbackId=callback_id, Result=WAKE_PAYLOAD
+            )
+            return WakeOutcome.DELIVERED
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in GONE_ERROR_CODES or status == 404:
+                return WakeOutcome.GONE
+            if code in ("AccessDeniedException", "AccessDenied") and not self._warned_denied:
+                self._warned_denied = True
+                logger.warning(
+                    "durable-semaphore: no permission to wake waiters "
+                    "(lambda:SendDurableExecutionCallbackSuccess); they will resume at their "
+                    "callback timeout instead"
+                )
+            else:
+                logger.warning("durable-semaphore: wake-up failed: %s", code or err)
+            return WakeOutcome.FAILED
+        except (BotoCoreError, OSError) as err:
+            logger.warning("durable-semaphore: wake-up failed: %r", err)
+            return WakeOutcome.FAILED
+
+
+class LocalSignals:
+    """In-process wake-ups between branches of one execution.
+
+    A waiter :meth:`waiting` on ``(execution, key, holder)`` blocks on an event for a bounded
+    time; a releaser in the same execution and process that handed it the slot calls
+    :meth:`wake`, which succeeds only if that waiter is blocked right now (otherwise the
+    releaser falls back to the callback, or the waiter to its next poll). :meth:`running`
+    marks bodies of an execution that hold ``key`` in this process: only then can a local
+    release come soon, so only then is an in-thread wait worth its compute time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[tuple[str, str, str], threading.Event] = {}
+        self._running: dict[tuple[str, str], int] = {}
+
+    @contextmanager
+    def running(self, execution_arn: str, key: str) -> Iterator[None]:
+        scope = (execution_arn, key)
+        with self._lock:
+            self._running[scope] = self._running.get(scope, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._running[scope] - 1
+                if left:
+                    self._running[scope] = left
+                else:
+                    del self._running[scope]
+
+    def busy(self, execution_arn: str, key: str) -> bool:
+        """Whether a body of this execution that holds ``key`` runs in this process now."""
+        with self._lock:
+            return self._running.get((execution_arn, key), 0) > 0
+
+    @contextmanager
+    def waiting(self, execution_arn: str, key: str, holder: str) -> Iterator[threading.Event]:
+        """Register before checking the store, so a hand-off in between is not missed."""
+        ident = (execution_arn, key, holder)
+        event = threading.Event()
+        with self._lock:
+            self._events[ident] = event
+        try:
+            yield event
+        finally:
+            with self._lock:
+                if self._events.get(ident) is event:
+                    del self._events[ident]
+
+    def wake(self, execution_arn: str | None, key: str, holder: str) -> bool:
+        """Wake ``holder`` if it is blocked in this process; True when it was."""
+        if execution_arn is None:
+            return False
+        with self._lock:
+            event = self._events.get((execution_arn, key, holder))
+            if event is None:
+                return False
+            event.set()
+            return True
+
+
+#: The process-wide instance the SDK integration uses.
+local_signals = LocalSignals()
