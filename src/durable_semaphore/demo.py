@@ -399,11 +399,13 @@ def run_demo(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     progress_interval: float = 0.5,
+    wrap_waker: Callable[[Any], Any] | None = None,
 ) -> DemoResult:
     """Run the scenario against ``semaphore``'s table and judge it from the histories.
 
     ``semaphore`` is a :class:`~durable_semaphore.store.DynamoDBSemaphore` whose table exists;
-    its boto3 client is the one the limiter uses, so its requests are counted.
+    its boto3 client is the one the limiter uses, so its requests are counted. ``wrap_waker``
+    (tests) wraps the local waker, e.g. to lose wake-ups on purpose.
     """
     from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
@@ -436,7 +438,8 @@ def run_demo(
                 from durable_semaphore.embedded import free_port
 
                 lambda_port = free_port()
-                common["waker"] = local_waker(f"http://127.0.0.1:{lambda_port}")
+                waker = local_waker(f"http://127.0.0.1:{lambda_port}")
+                common["waker"] = wrap_waker(waker) if wrap_waker is not None else waker
             key_name = f"demo-{run_id}"
             limiter = DynamoDBLimiter(key_name, config.max_concurrency, **common)
         else:
@@ -445,7 +448,9 @@ def run_demo(
     target, handler = _make_handlers(config, limiter)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(runner_logger.removeFilter, race)
-        runner = cleanup.enter_context(DurableFunctionTestRunner(handler=handler, skip_time=not config.real_time))
+        runner = cleanup.enter_context(
+            DurableFunctionTestRunner(handler=handler, skip_time=not config.real_time)
+        )
         if lambda_port is not None:
             cleanup.enter_context(local_lambda_endpoint(runner, lambda_port))
         runner.register_durable_function(TARGET_FUNCTION, target)

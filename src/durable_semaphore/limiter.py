@@ -204,6 +204,11 @@ class DynamoDBLimiter:
         return self.is_named and self.waker is not None
 
     @property
+    def grant_grace_seconds(self) -> float:
+        """How long a slot handed to a waiter whose callback is gone waits to be claimed."""
+        return max(60.0, 3.0 * self.wake_timeout_seconds)
+
+    @property
     def queue_ttl_seconds(self) -> float:
         """How long a waiter's queue entry outlives its last check-in: several check-in
         intervals (callback timeout or longest backoff), so only a dead waiter drops out."""
@@ -237,7 +242,12 @@ class DynamoDBLimiter:
         return result
 
     def release(
-        self, key: str, holder: str, *, execution_arn: str | None = None, waited: bool = False
+        self,
+        key: str,
+        holder: str,
+        *,
+        execution_arn: str | None = None,
+        waited: bool = False,
     ) -> ReleaseResult:
         """Free ``holder``'s slot, hand it to the oldest waiter and wake that waiter.
 
@@ -263,6 +273,18 @@ class DynamoDBLimiter:
                 return outcome  # the waiter finds the slot at its next check
             outcome = waker.wake(grant.callback_id)
             if outcome is not WakeOutcome.GONE:
+                return outcome
+            running = None
+            probe = getattr(waker, "execution_running", None)
+            if probe is not None and grant.execution_arn is not None:
+                running = probe(grant.execution_arn)
+            if running is not False:
+                # Its callback timed out a moment ago, so a live waiter checks again within
+                # seconds and finds the slot. Keep it, but only for a grace period, in case
+                # the waiter is dying after all.
+                self.semaphore.shorten_grant(
+                    grant.key, grant.holder, self.semaphore.now() + self.grant_grace_seconds
+                )
                 return outcome
             passed = self.semaphore.revoke(grant.key, grant.holder)
             if passed.grant is None:

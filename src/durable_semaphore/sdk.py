@@ -302,30 +302,42 @@ def _release_quietly(scope: _Scope, holder: str, *, waited: bool) -> None:
 
 def _sweep(scope: _Scope) -> None:
     """Free every lease and queue entry this map/parallel's branches still have (branches
-    abandoned by early completion). Each one is attempted; failures are counted and logged."""
+    abandoned by early completion). Each one is attempted; failures are counted and logged.
+
+    Queue entries go first: a slot released by this sweep must go to another map's waiter,
+    never to a branch of this map, which will not run again to use (or release) it. A second
+    pass catches entries that branches still running their first check created meanwhile.
+    """
     scope.closed.set()
-    try:
-        entries = scope.limiter.semaphore.entries(scope.key, prefix=scope.holder_prefix)
-    except Exception:
-        logger.warning("durable-semaphore: sweep of %s failed", scope.key, exc_info=True)
-        return
-    failed = 0
-    for entry in entries:
+    failed = attempted = 0
+    for _ in range(2):
         try:
-            scope.limiter.release(
-                scope.key, entry.holder, execution_arn=scope.execution_arn, waited=True
-            )
+            entries = scope.limiter.semaphore.entries(scope.key, prefix=scope.holder_prefix)
         except Exception:
-            failed += 1
-            logger.warning(
-                "durable-semaphore: sweep could not release %s on %s",
-                entry.holder,
-                scope.key,
-                exc_info=True,
-            )
+            logger.warning("durable-semaphore: sweep of %s failed", scope.key, exc_info=True)
+            return
+        if not entries:
+            break
+        for entry in sorted(entries, key=lambda e: e.holds_slot):
+            attempted += 1
+            try:
+                scope.limiter.release(
+                    scope.key, entry.holder, execution_arn=scope.execution_arn, waited=True
+                )
+            except Exception:
+                failed += 1
+                logger.warning(
+                    "durable-semaphore: sweep could not release %s on %s",
+                    entry.holder,
+                    scope.key,
+                    exc_info=True,
+                )
     if failed:
         logger.warning(
-            "durable-semaphore: sweep of %s left %d of %d entries", scope.key, failed, len(entries)
+            "durable-semaphore: sweep of %s failed for %d of %d entries",
+            scope.key,
+            failed,
+            attempted,
         )
 
 
@@ -383,15 +395,16 @@ def _attempt(
         logger.warning("durable-semaphore: acquire on %s failed, will retry: %r", scope.key, exc)
         out["error"] = type(exc).__name__
         return out
+    if scope.closed.is_set() and (result.lease is not None or result.queued):
+        # The map already returned (this branch was orphaned by early completion): give the
+        # slot or the queue place straight back and stop waiting for good; the branch's next
+        # checkpoint is refused anyway.
+        _release_quietly(scope, holder, waited=True)
+        out["orphaned"] = True
+        return out
     if result.lease is None:
         out["position"] = result.position
         out["queued"] = out["queued"] or result.queued
-        return out
-    if scope.closed.is_set():
-        # The map already returned (this branch was orphaned by early completion): give the
-        # slot straight back and stop waiting; the branch's next checkpoint is refused anyway.
-        _release_quietly(scope, holder, waited=True)
-        out["orphaned"] = True
         return out
     observability.lease_waited(scope.key, holder, max(0.0, sem.now() - first_at))
     out.update(held=True, position=None, expires_at=result.lease.expires_at)
@@ -455,9 +468,9 @@ def _wait_by_callback(
             ctx.wait(Duration(seconds=limiter.backoff_delay(rounds)))
             state = ctx.step(step_of(state, None), name=ACQUIRE_OPERATION_NAME)
             continue
+        timeout = Duration(seconds=limiter.wake_timeout_seconds)
         callback: Any = ctx.create_callback(
-            name=WAIT_OPERATION_NAME,
-            config=CallbackConfig(timeout=Duration(seconds=limiter.wake_timeout_seconds)),
+            name=WAIT_OPERATION_NAME, config=CallbackConfig(timeout=timeout)
         )
         state = ctx.step(step_of(state, callback.callback_id), name=CHECK_OPERATION_NAME)
         if state.get("held") or state.get("orphaned"):

@@ -41,6 +41,7 @@ this module removes them, so a live waiter can never silently drop out of the or
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -179,6 +180,8 @@ class AcquireResult:
     lease: Lease | None
     position: int | None = None
     grants: tuple[Grant, ...] = ()
+    #: On joining the queue: about how many waiters are ahead (None when not just queued).
+    ahead: int | None = None
 
     @property
     def held(self) -> bool:
@@ -223,6 +226,7 @@ class _Meta:
     nwait: int
     hint: float | None
     limit: int | None
+    served: int = 0
 
     @classmethod
     def parse(cls, item: Mapping[str, Any] | None) -> _Meta:
@@ -235,7 +239,14 @@ class _Meta:
         hint = float(item["xh"]["N"]) if "xh" in item else None
         limit = int(item["lim"]["N"]) if "lim" in item else None
         return cls(
-            True, number("count"), number("ver"), number("wseq"), number("nwait"), hint, limit
+            True,
+            number("count"),
+            number("ver"),
+            number("wseq"),
+            number("nwait"),
+            hint,
+            limit,
+            number("served"),
         )
 
     def needs_lower_hint(self, expires_at: float) -> bool:
@@ -528,9 +539,16 @@ def _lease_delete(
 
 
 def release_ops(
-    table: str, key: str, holder: str, now: float, *, only_granted: bool = False
+    table: str,
+    key: str,
+    holder: str,
+    now: float,
+    *,
+    only_granted: bool = False,
 ) -> list[dict[str, Any]]:
     """Free a slot when nobody waits: delete the lease, count down."""
+    names = {"#c": "count", "#v": "ver", "#nw": "nwait"}
+    values: dict[str, Any] = {":zero": {"N": "0"}, ":one": {"N": "1"}}
     return [
         _lease_delete(table, key, holder, now, only_granted=only_granted),
         {
@@ -539,8 +557,8 @@ def release_ops(
                 "Key": _meta_key(key),
                 "UpdateExpression": "SET #c = #c - :one, #v = #v + :one",
                 "ConditionExpression": "#c > :zero AND (attribute_not_exists(#nw) OR #nw <= :zero)",
-                "ExpressionAttributeNames": {"#c": "count", "#v": "ver", "#nw": "nwait"},
-                "ExpressionAttributeValues": {":zero": {"N": "0"}, ":one": {"N": "1"}},
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         },
@@ -604,13 +622,14 @@ def handoff_ops(
             }
         }
     )
-    names = {"#c": "count", "#v": "ver", "#nw": "nwait", "#xh": "xh"}
+    names = {"#c": "count", "#v": "ver", "#nw": "nwait", "#xh": "xh", "#sv": "served"}
     values: dict[str, Any] = {":zero": {"N": "0"}, ":one": {"N": "1"}, ":exp": _num(expires_at)}
+    served = ", #sv = if_not_exists(#sv, :zero) + :one"
     if releaser is not None:
-        update = "SET #nw = #nw - :one, #v = #v + :one, " + hint_set
+        update = "SET #nw = #nw - :one, #v = #v + :one, " + hint_set + served
         condition = f"#nw > :zero AND #c > :zero AND {hint_cond}"
     else:
-        update = "SET #nw = #nw - :one, #c = #c + :one, #v = #v + :one, " + hint_set
+        update = "SET #nw = #nw - :one, #c = #c + :one, #v = #v + :one, " + hint_set + served
         condition = f"#nw > :zero AND #c < :limit AND {hint_cond}"
         values[":limit"] = {"N": str(limit if limit is not None else 0)}
     ops.append(
@@ -644,9 +663,11 @@ def leave_queue_ops(table: str, key: str, holder: str | None, seq: int) -> list[
             "Update": {
                 "TableName": table,
                 "Key": _meta_key(key),
-                "UpdateExpression": "SET #nw = #nw - :one, #v = #v + :one",
+                "UpdateExpression": (
+                    "SET #nw = #nw - :one, #v = #v + :one, #sv = if_not_exists(#sv, :zero) + :one"
+                ),
                 "ConditionExpression": "#nw > :zero",
-                "ExpressionAttributeNames": {"#nw": "nwait", "#v": "ver"},
+                "ExpressionAttributeNames": {"#nw": "nwait", "#v": "ver", "#sv": "served"},
                 "ExpressionAttributeValues": {":zero": {"N": "0"}, ":one": {"N": "1"}},
             }
         },
@@ -935,7 +956,7 @@ class DynamoDBSemaphore:
             self._reconcile(key)  # our own expired lease still occupies its item: clear it
             return None
         if state == GRANTED:
-            claimed = self._claim(key, holder, now)
+            claimed = self._claim(key, holder, now, ttl)
             return AcquireResult(claimed) if claimed is not None else None
         renewed = self.renew(key, holder, ttl)
         return AcquireResult(renewed) if renewed is not None else None
@@ -987,7 +1008,7 @@ class DynamoDBSemaphore:
                     key, holder, holder_reason.get("Item"), now, ttl, queue_ttl, callback_id
                 )
             return None
-        return AcquireResult(None, seq)
+        return AcquireResult(None, seq, ahead=max(0, meta.wseq - meta.served))
 
     def _touch(
         self,
@@ -1023,7 +1044,7 @@ class DynamoDBSemaphore:
                     if float(existing[TTL_ATTRIBUTE]["N"]) <= now:
                         return None
                     if state == GRANTED:
-                        claimed = self._claim(key, holder, now)
+                        claimed = self._claim(key, holder, now, ttl)
                         if claimed is None:
                             return None
                         return AcquireResult(claimed)
@@ -1037,20 +1058,22 @@ class DynamoDBSemaphore:
                 _backoff(attempt)
         raise ContentionError(f"touch({key!r}, {holder!r}) lost {_MAX_ATTEMPTS} races")
 
-    def _claim(self, key: str, holder: str, now: float) -> Lease | None:
-        """Turn a slot handed to ``holder`` into its own (a revoke can no longer take it)."""
+    def _claim(self, key: str, holder: str, now: float, ttl: float) -> Lease | None:
+        """Turn a slot handed to ``holder`` into its own (a revoke can no longer take it),
+        living ``ttl`` from now (a grant whose wake-up failed may have been shortened)."""
         try:
             out = self._call(
                 "update_item",
                 TableName=self.table_name,
                 Key=_holder_key(key, holder),
-                UpdateExpression="SET #st = :held",
+                UpdateExpression="SET #st = :held, #e = :exp",
                 ConditionExpression="#st = :granted AND #e > :now",
                 ExpressionAttributeNames={"#st": "st", "#e": TTL_ATTRIBUTE},
                 ExpressionAttributeValues={
                     ":held": {"S": HELD},
                     ":granted": {"S": GRANTED},
                     ":now": _num(now),
+                    ":exp": _num(math.ceil(now + ttl)),
                 },
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -1063,6 +1086,46 @@ class DynamoDBSemaphore:
             if old is not None and _state(old) == HELD and float(old[TTL_ATTRIBUTE]["N"]) > now:
                 return _lease_from_item(old)  # claimed already (a replay)
             return None
+
+    def shorten_grant(self, key: str, holder: str, expires_at: float) -> bool:
+        """Let a slot handed to ``holder`` (not yet claimed) expire at ``expires_at``.
+
+        For a waiter whose wake-up found its callback gone while its execution still runs:
+        it keeps the slot if it claims it in time, and a reconcile hands it on otherwise.
+        The counter's expiry hint is lowered with it, so the next refusal notices.
+        """
+        _validate_key(key)
+        _validate_holder(holder)
+        deadline = math.ceil(expires_at)
+        grant_update: dict[str, Any] = {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": _holder_key(key, holder),
+                "UpdateExpression": "SET #e = :exp",
+                "ConditionExpression": "#st = :granted AND #e > :exp",
+                "ExpressionAttributeNames": {"#st": "st", "#e": TTL_ATTRIBUTE},
+                "ExpressionAttributeValues": {":granted": {"S": GRANTED}, ":exp": _num(deadline)},
+            }
+        }
+        hint_update: dict[str, Any] = {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": _meta_key(key),
+                "UpdateExpression": "SET #xh = :exp",
+                "ConditionExpression": "attribute_exists(#c) AND "
+                "(attribute_not_exists(#xh) OR #xh > :exp)",
+                "ExpressionAttributeNames": {"#xh": "xh", "#c": "count"},
+                "ExpressionAttributeValues": {":exp": _num(deadline)},
+            }
+        }
+        for ops in ([grant_update, hint_update], [grant_update]):
+            try:
+                self._transact(ops)
+                return True
+            except _Cancelled as cancelled:
+                if _failed(cancelled.reasons[0]):
+                    return False  # claimed, released or already shorter
+        return False
 
     def renew(
         self, key: str, holder: str, ttl_seconds: float = DEFAULT_TTL_SECONDS
@@ -1119,7 +1182,13 @@ class DynamoDBSemaphore:
         """
         return self.release_slot(key, holder).released
 
-    def release_slot(self, key: str, holder: str, *, waiters_likely: bool = False) -> ReleaseResult:
+    def release_slot(
+        self,
+        key: str,
+        holder: str,
+        *,
+        waiters_likely: bool = False,
+    ) -> ReleaseResult:
         """Free ``holder``'s slot; with waiters, hand it to the oldest live one.
 
         ``waiters_likely`` (the caller had to wait itself, say) starts with the queue read
@@ -1141,7 +1210,12 @@ class DynamoDBSemaphore:
         return self._release(key, holder, waiters_likely=True, only_granted=True)
 
     def _release(
-        self, key: str, holder: str, *, waiters_likely: bool, only_granted: bool
+        self,
+        key: str,
+        holder: str,
+        *,
+        waiters_likely: bool,
+        only_granted: bool,
     ) -> ReleaseResult:
         counted_waiters = False
         for attempt in range(_MAX_ATTEMPTS):
@@ -1162,7 +1236,13 @@ class DynamoDBSemaphore:
                 continue
             try:
                 self._transact(
-                    release_ops(self.table_name, key, holder, now, only_granted=only_granted)
+                    release_ops(
+                        self.table_name,
+                        key,
+                        holder,
+                        now,
+                        only_granted=only_granted,
+                    )
                 )
                 observability.lease_released(key, holder)
                 return ReleaseResult(True)
@@ -1205,7 +1285,13 @@ class DynamoDBSemaphore:
         return ReleaseResult(False)
 
     def _handoff(
-        self, key: str, releaser: str, waiter: Waiter, now: float, *, only_granted: bool
+        self,
+        key: str,
+        releaser: str,
+        waiter: Waiter,
+        now: float,
+        *,
+        only_granted: bool,
     ) -> ReleaseResult | None:
         """One hand-off from ``releaser`` to ``waiter``; None means "read the queue again"."""
         lower_hint = False
@@ -1673,7 +1759,7 @@ def _grant_of(waiter: Waiter) -> Grant:
 def _with_grants(result: AcquireResult, grants: list[Grant]) -> AcquireResult:
     if not grants:
         return result
-    return AcquireResult(result.lease, result.position, tuple(grants) + result.grants)
+    return dataclasses.replace(result, grants=tuple(grants) + result.grants)
 
 
 def _backoff(attempt: int) -> None:

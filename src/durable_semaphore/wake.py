@@ -38,6 +38,7 @@ else:
 
 __all__ = [
     "GONE_ERROR_CODES",
+    "LIVE_EXECUTION_STATUSES",
     "WAKE_PAYLOAD",
     "LambdaCallbackWaker",
     "LocalSignals",
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: What a woken waiter receives: the slot is already its own.
 WAKE_PAYLOAD = b'{"granted": true}'
+
+
 #: Answers that prove the callback can never be completed: it timed out, was already closed,
 #: or does not exist (its execution ended). Anything else may heal, so the grant stays.
 GONE_ERROR_CODES = frozenset(
@@ -75,6 +78,10 @@ class Waker(Protocol):
     def wake(self, callback_id: str) -> WakeOutcome:
         """Complete ``callback_id`` successfully; never raise."""
         ...
+
+
+#: Durable-execution statuses in which the execution may still run code (and claim a slot).
+LIVE_EXECUTION_STATUSES = frozenset({"RUNNING", "PAUSING", "PAUSED"})
 
 
 def _lambda_config() -> Config:
@@ -145,6 +152,24 @@ class LambdaCallbackWaker:
         except (BotoCoreError, OSError) as err:
             logger.warning("durable-semaphore: wake-up failed: %r", err)
             return WakeOutcome.FAILED
+
+    def execution_running(self, execution_arn: str) -> bool | None:
+        """Whether the waiter's execution may still run code: True, False, or None (unknown).
+
+        Asked only when a wake-up finds the callback gone: a live waiter whose callback just
+        timed out is about to check again and should keep its slot; a dead one must not.
+        """
+        try:
+            out = self.client.get_durable_execution(DurableExecutionArn=execution_arn)
+        except ClientError as err:
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code == "ResourceNotFoundException" or status == 404:
+                return False
+            return None
+        except (BotoCoreError, OSError):
+            return None
+        return str(out.get("Status", "")) in LIVE_EXECUTION_STATUSES
 
 
 class LocalSignals:
