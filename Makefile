@@ -11,7 +11,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 # (pytest-timeout only covers the tests themselves, not interpreter shutdown.)
 SUITE_TIMEOUT := timeout --kill-after=30 900
 
-.PHONY: demo test lint test-sdk3 test-sdk1 validate-template bench prereqs clean
+.PHONY: demo test lint test-sdk3 test-sdk1 validate-template bench bench-peer prereqs clean
 
 demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/durable-semaphore demo $(DEMO_ARGS)
@@ -71,6 +71,12 @@ validate-template: $(TEST_VENV)/.installed $(SAM_VENV)/.installed
 bench: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
 	$(TEST_VENV)/bin/python bench/store_bench.py $(BENCH_ARGS)
+
+# Side by side with dynamo-dlm (a bench-only dependency, the `bench` extra) on one DynamoDB Local.
+bench-peer: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) -e '.[bench]'
+	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
+	$(TEST_VENV)/bin/python bench/peer_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO_VENV) $(TEST_VENV) $(SDK1_VENV) $(SAM_VENV) .cache .mypy_cache .ruff_cache .pytest_cache
