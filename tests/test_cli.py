@@ -79,6 +79,68 @@ def test_release_frees_the_slot_then_reports_nothing_held(
     assert code == cli.EXIT_NO and "nothing released" in out
 
 
+def test_status_shows_waiters_in_queue_order_and_granted_leases(
+    ddb_endpoint: str,
+    semaphore: DynamoDBSemaphore,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    arn = "arn:aws:lambda:us-east-1:123456789012:durable-execution:fn:run:1"
+    semaphore.acquire("orders", "h-1", 1, ttl_seconds=3600)
+    semaphore.acquire("orders", "w-1", 1, execution_arn=arn, callback_id="cb-1")
+    semaphore.acquire("orders", "w-2", 1, queue_ttl_seconds=900)
+    where = local(ddb_endpoint, semaphore.table_name)
+
+    code, out, _ = run(capsys, "status", "orders", "--json", *where)
+    assert code == cli.EXIT_OK
+    doc = json.loads(out)
+    assert (doc["live"], doc["count"], doc["waiting"], doc["queue_count"]) == (1, 1, 2, 2)
+    assert [(h["holder"], h["state"]) for h in doc["holders"]] == [("h-1", "held")]
+    assert [(w["position"], w["holder"]) for w in doc["waiters"]] == [(1, "w-1"), (2, "w-2")]
+    first, second = doc["waiters"]
+    assert (first["execution_arn"], first["callback"], first["expired"]) == (arn, True, False)
+    assert first["queued_at"] is not None and 0 <= first["queued_seconds"] < 60
+    assert 800 < second["expires_in_seconds"] <= 900
+    assert (second["execution_arn"], second["callback"]) == (None, False)
+
+    code, out, _ = run(capsys, "status", "orders", *where)
+    assert code == cli.EXIT_OK
+    assert "1 live lease(s), 2 waiting" in out
+    assert out.index("holder     h-1") < out.index("waiter 1   w-1") < out.index("waiter 2   w-2")
+    assert "wake     callback" in out and "wake     polls" in out and arn in out
+
+    semaphore.release("orders", "h-1")  # handed to w-1, which has not claimed it yet
+    code, out, _ = run(capsys, "status", "orders", "--json", *where)
+    doc = json.loads(out)
+    assert [(h["holder"], h["state"]) for h in doc["holders"]] == [("w-1", "granted")]
+    assert [(w["position"], w["holder"]) for w in doc["waiters"]] == [(1, "w-2")]
+    code, out, _ = run(capsys, "status", "orders", *where)
+    assert "holder     w-1" in out and "granted: handed over from the queue" in out
+    assert "1 live lease(s), 1 waiting" in out
+
+
+def test_release_of_a_waiter_leaves_the_queue_and_a_held_slot_is_handed_on(
+    ddb_endpoint: str,
+    semaphore: DynamoDBSemaphore,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    semaphore.acquire("k", "a", 1)
+    semaphore.acquire("k", "b", 1)
+    semaphore.acquire("k", "c", 1)
+    where = local(ddb_endpoint, semaphore.table_name)
+
+    code, out, _ = run(capsys, "release", "k", "b", *where)
+    assert code == cli.EXIT_OK and "left the queue" in out
+    assert [w.holder for w in semaphore.waiters("k")] == ["c"]
+
+    code, out, _ = run(capsys, "release", "k", "a", *where)
+    assert code == cli.EXIT_OK and "released 'a'" in out and "handed to 'c'" in out
+    assert [(h.holder, h.state) for h in semaphore.holders("k")] == [("c", "granted")]
+    assert semaphore.waiters("k") == []
+
+    code, out, _ = run(capsys, "release", "k", "b", *where)  # neither holds nor waits now
+    assert code == cli.EXIT_NO and "nothing released" in out
+
+
 @pytest.mark.parametrize(
     "argv",
     [

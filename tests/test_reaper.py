@@ -19,6 +19,7 @@ import pytest
 from botocore.stub import Stubber
 
 from durable_semaphore import ContentionError, DynamoDBSemaphore, TableNotFoundError
+from durable_semaphore import reaper as reaper_module
 from durable_semaphore.reaper import (
     LIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -27,7 +28,8 @@ from durable_semaphore.reaper import (
     handler,
     run_cli,
 )
-from durable_semaphore.store import HOLDER_PREFIX, PK, SK
+from durable_semaphore.store import GRANTED, HOLDER_PREFIX, PK, QUEUED, SK, ReleaseResult
+from durable_semaphore.wake import LambdaCallbackWaker, WakeOutcome
 from tests.conftest import FakeClock
 
 REGION = "us-east-1"
@@ -65,6 +67,42 @@ def acquire(
     lease = sem.try_acquire(k, h, limit, ttl, execution_arn=arn)
     assert lease is not None
     return k, h
+
+
+def enqueue(
+    sem: DynamoDBSemaphore,
+    arn: str | None,
+    branch: int,
+    *,
+    key: str,
+    limit: int = 1,
+    callback_id: str | None = None,
+    queue_ttl: float = 3600,
+) -> str:
+    """Queue a branch behind a full key (as a waiting SDK branch does); returns its holder."""
+    h = holder_of(arn if arn is not None else "no-arn", branch)
+    got = sem.acquire(
+        key,
+        h,
+        limit,
+        execution_arn=arn,
+        callback_id=callback_id,
+        queue_ttl_seconds=queue_ttl,
+    )
+    assert got.queued
+    return h
+
+
+class FakeWaker:
+    """Records the callback ids it is asked to complete."""
+
+    def __init__(self, outcome: WakeOutcome = WakeOutcome.DELIVERED) -> None:
+        self.outcome = outcome
+        self.woken: list[str] = []
+
+    def wake(self, callback_id: str) -> WakeOutcome:
+        self.woken.append(callback_id)
+        return self.outcome
 
 
 def live_holders(sem: DynamoDBSemaphore) -> set[str]:
@@ -254,14 +292,14 @@ def test_a_failing_release_is_counted_and_the_sweep_goes_on(
     acquire(sem, arn, 1)
     acquire(sem, arn, 2)
     lam.status(arn, "SUCCEEDED")
-    real_release = sem.release
+    real_release = sem.release_slot
 
-    def flaky_release(key: str, holder: str) -> bool:
+    def flaky_release(key: str, holder: str) -> ReleaseResult:
         if holder == stuck:
             raise ContentionError("lost the races")
         return real_release(key, holder)
 
-    monkeypatch.setattr(sem, "release", flaky_release)
+    monkeypatch.setattr(sem, "release_slot", flaky_release)
     report = Reaper(sem, lam.client).reap()
 
     assert live_holders(sem) == {stuck}
@@ -390,6 +428,150 @@ def test_dry_run_writes_nothing_and_reports_what_a_run_would_do(
     )
 
 
+# ------------------------------------------------------------------------- the wait queue
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
+def test_waiters_of_a_terminal_execution_leave_the_queue_and_live_ones_keep_their_place(
+    sem: DynamoDBSemaphore, lam: LambdaStub, ddb_client: Any, status: str
+) -> None:
+    dead, alive = execution_arn("dead"), execution_arn("alive")
+    shared = "shared-limit"
+    _, holding = acquire(sem, alive, 0, key=shared, limit=1)
+    early = enqueue(sem, alive, 1, key=shared)
+    enqueue(sem, dead, 0, key=shared)
+    enqueue(sem, dead, 1, key=shared)
+    late = enqueue(sem, alive, 2, key=shared)
+    order = arns_in_scan_order(sem)
+    for _ in range(2):  # one dry run, then a real one; one lookup per execution each
+        for arn in order:
+            lam.status(arn, status if arn == dead else "RUNNING")
+    before = raw_items(ddb_client, sem.table_name)
+
+    dry = Reaper(sem, lam.client).reap(dry_run=True)
+    assert raw_items(ddb_client, sem.table_name) == before
+    assert (dry.waiters_scanned, dry.waiters_removed, dry.waiters_kept) == (4, 2, 2)
+
+    report = Reaper(sem, lam.client).reap()
+
+    assert [w.holder for w in sem.waiters(shared)] == [early, late]  # order kept
+    assert sorted((e.holder, e.state) for e in sem.entries(shared)) == sorted(
+        [(holding, "held"), (early, QUEUED), (late, QUEUED)]
+    )
+    assert (sem.slot_count(shared).count, sem.slot_count(shared).waiters) == (1, 2)
+    assert (report.waiters_scanned, report.waiters_removed, report.waiters_kept) == (4, 2, 2)
+    # Queue markers are not leases: none counted as released, scanned or kept.
+    assert (report.scanned, report.kept_running, report.released_terminal) == (1, 1, 0)
+    assert (report.slots_handed_over, report.orphan_queue_entries, report.errors) == (0, 0, 0)
+    assert report.executions_checked == 2
+
+
+def test_a_terminal_lease_goes_to_the_oldest_waiter_who_is_woken(
+    sem: DynamoDBSemaphore, lam: LambdaStub
+) -> None:
+    dead, alive = execution_arn("dead"), execution_arn("alive")
+    shared = "shared-limit"
+    acquire(sem, dead, 0, key=shared, limit=1)
+    first = enqueue(sem, alive, 0, key=shared, callback_id="cb-first")
+    second = enqueue(sem, alive, 1, key=shared, callback_id="cb-second")
+    for arn in arns_in_scan_order(sem):
+        lam.status(arn, "FAILED" if arn == dead else "RUNNING")
+    waker = FakeWaker()
+
+    report = Reaper(sem, lam.client, waker=waker).reap()
+
+    assert waker.woken == ["cb-first"]
+    # The slot moved from the dead execution to the oldest waiter; it was never free.
+    assert [(h.holder, h.state) for h in sem.holders(shared)] == [(first, GRANTED)]
+    assert [w.holder for w in sem.waiters(shared)] == [second]
+    assert sem.slot_count(shared).count == 1
+    assert (report.released_terminal, report.slots_handed_over, report.waiters_woken) == (1, 1, 1)
+    assert (report.waiters_kept, report.wakes_missed) == (2, 0)
+    assert sem.acquire(shared, first, 1).held  # the woken waiter finds the slot its own
+
+
+@pytest.mark.parametrize("outcome", [None, WakeOutcome.GONE, WakeOutcome.FAILED])
+def test_a_hand_off_without_a_wake_up_still_keeps_the_slot_for_the_waiter(
+    sem: DynamoDBSemaphore, lam: LambdaStub, outcome: WakeOutcome | None
+) -> None:
+    dead, alive = execution_arn("dead"), execution_arn("alive")
+    acquire(sem, dead, 0, key="k", limit=1)
+    waiter = enqueue(sem, alive, 0, key="k", callback_id="cb")
+    for arn in arns_in_scan_order(sem):
+        lam.status(arn, "STOPPED" if arn == dead else "RUNNING")
+    waker = FakeWaker(outcome) if outcome is not None else None
+
+    report = Reaper(sem, lam.client, waker=waker).reap()
+
+    assert [(h.holder, h.state) for h in sem.holders("k")] == [(waiter, GRANTED)]
+    assert (report.slots_handed_over, report.waiters_woken) == (1, 0)
+    assert report.wakes_missed == (0 if waker is None else 1)
+    assert report.errors == 0  # a missed wake-up only delays the waiter
+
+
+def test_an_expired_lease_is_reclaimed_for_a_waiter_who_is_woken(
+    sem: DynamoDBSemaphore, lam: LambdaStub, clock: FakeClock
+) -> None:
+    acquire(sem, None, 0, key="k", limit=1, ttl=10)
+    waiter = enqueue(sem, None, 1, key="k", callback_id="cb-1")  # no ARN: no lookups
+    clock.advance(60)
+    waker = FakeWaker()
+
+    report = Reaper(sem, lam.client, waker=waker).reap()
+
+    assert waker.woken == ["cb-1"]
+    assert [(h.holder, h.state) for h in sem.holders("k")] == [(waiter, GRANTED)]
+    assert (report.released_expired, report.slots_handed_over, report.waiters_woken) == (1, 1, 1)
+    assert sem.waiters("k") == []
+
+
+def test_expired_waiters_are_reclaimed_on_a_key_without_expired_leases(
+    sem: DynamoDBSemaphore, lam: LambdaStub, clock: FakeClock, ddb_client: Any
+) -> None:
+    _, holding = acquire(sem, None, 0, key="k", limit=1)
+    enqueue(sem, None, 1, key="k", queue_ttl=10)  # stops checking in
+    clock.advance(60)
+    before = raw_items(ddb_client, sem.table_name)
+
+    dry = Reaper(sem, lam.client).reap(dry_run=True)
+    assert raw_items(ddb_client, sem.table_name) == before
+    assert (dry.waiters_expired, dry.keys_reclaimed, dry.released_expired) == (1, 1, 0)
+
+    report = Reaper(sem, lam.client).reap()
+
+    assert (report.waiters_expired, report.keys_reclaimed, report.released_expired) == (1, 1, 0)
+    assert (report.kept_no_arn, report.waiters_kept, report.errors) == (1, 0, 0)
+    assert sem.waiters("k") == []  # the queue entry went with its marker
+    assert [e.holder for e in sem.entries("k")] == [holding]
+    assert (sem.slot_count("k").count, sem.slot_count("k").waiters) == (1, 0)
+
+
+def test_orphan_queue_entries_are_counted_and_left_alone(
+    sem: DynamoDBSemaphore, lam: LambdaStub, ddb_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acquire(sem, None, 0, key="k", limit=1)
+    orphan = enqueue(sem, None, 1, key="k")
+    kept = enqueue(sem, None, 2, key="k")
+    # DynamoDB's TTL sweeper deletes markers (they carry the TTL attribute), never entries.
+    ddb_client.delete_item(
+        TableName=sem.table_name, Key={PK: {"S": "k"}, SK: {"S": HOLDER_PREFIX + orphan}}
+    )
+    real_scan = sem.scan_leases
+    newcomer: list[str] = []
+
+    def scan_then_someone_joins(**kwargs: Any) -> Iterator[Any]:
+        yield from real_scan(**kwargs)
+        newcomer.append(enqueue(sem, None, 3, key="k"))  # joins after the lease scan
+
+    monkeypatch.setattr(sem, "scan_leases", scan_then_someone_joins)
+
+    report = Reaper(sem, lam.client).reap()
+
+    assert report.orphan_queue_entries == 1  # the newcomer is not mistaken for one
+    assert (report.waiters_scanned, report.waiters_kept, report.errors) == (1, 1, 0)
+    assert [w.holder for w in sem.waiters("k")] == [orphan, kept, *newcomer]
+
+
 # ------------------------------------------------------------------------- entry points
 
 
@@ -414,6 +596,30 @@ def test_lambda_handler_reads_the_table_from_the_environment(
     assert emf, "no embedded-metric-format line was printed"
     assert emf[-1]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TestNs"
     assert emf[-1]["Scanned"] == [2.0] and emf[-1]["Errors"] == [0.0]
+
+
+def test_lambda_handler_wakes_waiters_through_callbacks_when_configured(
+    semaphore: DynamoDBSemaphore, ddb_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DURABLE_SEMAPHORE_TABLE", semaphore.table_name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
+    built: list[Reaper] = []
+
+    class Recording(Reaper):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(reaper_module, "Reaper", Recording)
+    monkeypatch.setenv("DURABLE_SEMAPHORE_WAKER", "lambda")
+    handler({"dry_run": True}, None)
+    monkeypatch.delenv("DURABLE_SEMAPHORE_WAKER")
+    handler({"dry_run": True}, None)
+
+    with_waker, without = built
+    assert isinstance(with_waker.waker, LambdaCallbackWaker)
+    assert with_waker.waker.client is with_waker.lambda_client  # one client for both
+    assert without.waker is None
 
 
 def test_cli_reap_on_dynamodb_local(

@@ -37,7 +37,13 @@ from durable_semaphore.errors import (
     TableNotFoundError,
 )
 from durable_semaphore.limiter import TABLE_ENV_VAR, resolve_table_name
-from durable_semaphore.store import DynamoDBSemaphore, default_client_config
+from durable_semaphore.store import (
+    GRANTED,
+    DynamoDBSemaphore,
+    Lease,
+    Waiter,
+    default_client_config,
+)
 
 EXIT_OK = 0
 EXIT_NO = 1
@@ -147,11 +153,21 @@ def _add_status(parser: argparse.ArgumentParser) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    """Holders of KEY with expiry and execution, plus the stored counter."""
+    """Holders of KEY with state, expiry and execution, its wait queue in order, and the
+    stored counters (which may include expired leases and dead waiters not yet cleared).
+
+    Dead queue entries are listed (``expired``) because they still occupy their place until a
+    release drops them; ``waiting`` counts only the live ones.
+    """
     sem = semaphore_from_args(args)
     now = sem.now()
-    leases = sorted(sem.holders(args.key), key=lambda lease: lease.acquired_at)
+    entries = sem.entries(args.key)
+    leases = sorted((e for e in entries if e.holds_slot), key=lambda lease: lease.acquired_at)
+    # The queue marker knows when its holder joined; the queue entry only when it expires.
+    markers = {e.holder: e for e in entries if not e.holds_slot}
+    queue = sem.waiters(args.key)
     count = sem.slot_count(args.key)
+    waiting = sum(1 for w in queue if w.is_live(now))
     if args.json:
         print(
             json.dumps(
@@ -160,9 +176,12 @@ def _status(args: argparse.Namespace) -> int:
                     "table": sem.table_name,
                     "live": len(leases),
                     "count": count.count,
+                    "waiting": waiting,
+                    "queue_count": count.waiters,
                     "holders": [
                         {
                             "holder": lease.holder,
+                            "state": lease.state,
                             "acquired_at": _iso(lease.acquired_at),
                             "expires_at": _iso(lease.expires_at),
                             # Whole seconds left, rounded down: the store rounds the expiry
@@ -173,23 +192,63 @@ def _status(args: argparse.Namespace) -> int:
                         }
                         for lease in leases
                     ],
+                    "waiters": [
+                        _waiter_json(position, waiter, markers.get(waiter.holder), now)
+                        for position, waiter in enumerate(queue, start=1)
+                    ],
                 },
                 indent=2,
             )
         )
         return EXIT_OK
-    print(f"key {args.key!r} in table {sem.table_name!r}: {len(leases)} live lease(s)")
+    print(
+        f"key {args.key!r} in table {sem.table_name!r}: {len(leases)} live lease(s), "
+        f"{waiting} waiting"
+    )
     if count.count != len(leases):
         print(
             f"  counter says {count.count}: {count.count - len(leases)} expired lease(s) not "
             "reclaimed yet (the next full acquire or `durable-semaphore reap` reclaims them)"
         )
+    if count.waiters != len(queue):
+        print(f"  counter says {count.waiters} waiting: the next release or acquire repairs it")
     for lease in leases:
         print(f"  holder     {lease.holder}")
+        if lease.state == GRANTED:
+            print("    state    granted: handed over from the queue, not claimed yet")
         print(f"    expires  {_iso(lease.expires_at)} (in {_duration(lease.expires_at - now)})")
         print(f"    acquired {_iso(lease.acquired_at)}")
         print(f"    execution {lease.execution_arn or '-'}")
+    for position, waiter in enumerate(queue, start=1):
+        marker = markers.get(waiter.holder)
+        print(f"  waiter {position:<3} {waiter.holder}")
+        if marker is not None:
+            queued_for = _duration(now - marker.acquired_at)
+            print(f"    queued   {_iso(marker.acquired_at)} ({queued_for} ago)")
+        if waiter.is_live(now):
+            left = _duration(waiter.expires_at - now)
+            print(f"    expires  {_iso(waiter.expires_at)} (in {left} unless it checks in)")
+        else:
+            print(f"    expired  {_iso(waiter.expires_at)} (dead: dropped when reached)")
+        print(f"    wake     {'callback' if waiter.callback_id else 'polls'}")
+        print(f"    execution {waiter.execution_arn or '-'}")
     return EXIT_OK
+
+
+def _waiter_json(position: int, waiter: Waiter, marker: Lease | None, now: float) -> dict[str, Any]:
+    """One queue entry for ``status --json``; ``queued_*`` are None when its marker is gone."""
+    return {
+        "position": position,
+        "holder": waiter.holder,
+        "seq": waiter.seq,
+        "queued_at": _iso(marker.acquired_at) if marker is not None else None,
+        "queued_seconds": max(0, int(now - marker.acquired_at)) if marker is not None else None,
+        "expires_at": _iso(waiter.expires_at),
+        "expires_in_seconds": max(0, int(waiter.expires_at - now)),
+        "expired": not waiter.is_live(now),
+        "callback": waiter.callback_id is not None,
+        "execution_arn": waiter.execution_arn,
+    }
 
 
 def _duration(seconds: float) -> str:
@@ -207,15 +266,32 @@ def _duration(seconds: float) -> str:
 def _add_release(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key", help="the semaphore key")
     parser.add_argument("holder", help="the holder id (see `durable-semaphore status KEY`)")
+    parser.epilog = (
+        "A holder that waits in the queue leaves it (exit 0). A released slot goes to the "
+        "oldest waiter, who finds it at its next check. Exit 1 when the holder neither holds a "
+        "live lease nor waits."
+    )
 
 
 def _release(args: argparse.Namespace) -> int:
-    """Free one holder's slot by hand (e.g. after an execution was deleted)."""
+    """Free one holder's slot by hand (e.g. after an execution was deleted), or take a waiting
+    holder out of the queue; exit 0 for either, 1 when there was nothing to release."""
     sem = semaphore_from_args(args)
-    if sem.release(args.key, args.holder):
-        print(f"released {args.holder!r} on {args.key!r}")
+    result = sem.release_slot(args.key, args.holder)
+    if result.left_queue:
+        print(f"{args.holder!r} was waiting on {args.key!r}: it left the queue (it held no slot)")
         return EXIT_OK
-    print(f"{args.holder!r} holds no live lease on {args.key!r}; nothing released")
+    if result.released:
+        print(f"released {args.holder!r} on {args.key!r}")
+        if result.grant is not None:
+            print(
+                f"  the slot was handed to {result.grant.holder!r}, the oldest waiter; it takes "
+                "it at its next check"
+            )
+        return EXIT_OK
+    print(
+        f"{args.holder!r} holds no live lease on {args.key!r} and is not queued; nothing released"
+    )
     return EXIT_NO
 
 

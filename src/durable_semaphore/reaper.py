@@ -8,12 +8,21 @@ scans the lease items, asks Lambda for each holder execution's status
 (``lambda:GetDurableExecution``) and releases the leases of terminal executions; it also
 reclaims leases that have simply expired.
 
+The wait queue gets the same treatment. A queue marker (an ``h#`` item in state ``queued``) of a
+terminal execution is removed with its queue entry, so the dead waiter no longer sits ahead of
+live ones; an expired marker (a waiter that stopped checking in) goes with its key's reclaim.
+Releasing a lease while others wait hands the slot to the oldest live waiter, as any release
+does; with a :class:`~durable_semaphore.wake.Waker` the reaper also wakes it, otherwise the
+waiter finds the slot at its next check. Queue entries whose marker is gone (DynamoDB's TTL
+sweeper deleted it) are only counted: the store drops them when a release or acquire reaches them.
+
 Safety rule: **never release when in doubt.** A lease is released only when its execution is
 positively reported SUCCEEDED, FAILED, TIMED_OUT or STOPPED, or when it has expired. A live
 status (RUNNING, PAUSING, PAUSED), DELETING, a status this code does not know, throttling, access
 denied, a network error or anything else keeps the lease: a wrongly released slot lets one
 branch too many run, which is the one thing the limiter exists to prevent, whereas a wrongly
-kept slot only delays work until the next run or the lease's expiry.
+kept slot only delays work until the next run or the lease's expiry. Queue markers follow the
+same rule (a wrongly removed waiter would lose its place in line).
 
 ``ResourceNotFoundException`` is kept too by default. "Not found" does not prove that the
 execution ended: the reaper may be looking in another region or account than the execution's,
@@ -33,7 +42,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +51,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from durable_semaphore.errors import DurableSemaphoreError
-from durable_semaphore.limiter import resolve_table_name
-from durable_semaphore.store import DynamoDBSemaphore, Lease, default_client_config
+from durable_semaphore.limiter import WAKER_ENV_VAR, resolve_table_name
+from durable_semaphore.store import DynamoDBSemaphore, Grant, Lease, Waiter, default_client_config
+from durable_semaphore.wake import LambdaCallbackWaker, WakeOutcome, Waker
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
@@ -81,18 +91,23 @@ def _lambda_client_config() -> Config:
 
 @dataclass
 class ReapReport:
-    """What one reaper run saw and did. Counts are of lease items unless named otherwise.
+    """What one reaper run saw and did. Counts are of lease items (held or granted ``h#``
+    items) unless named otherwise; ``waiters_*`` count queue markers (``h#`` items in state
+    ``queued``), one per waiting holder.
 
-    In a dry run, ``released_*`` count what *would* have been released; nothing is written.
+    In a dry run, ``released_*``, ``waiters_removed`` and ``waiters_expired`` count what
+    *would* have been removed; nothing is written, so nothing is handed over or woken.
     """
 
     dry_run: bool = False
+    #: Lease items scanned (expired ones included; queue markers are ``waiters_scanned``).
     scanned: int = 0
     #: Leases of SUCCEEDED/FAILED/TIMED_OUT/STOPPED executions, released (or to be, in dry run).
     released_terminal: int = 0
     #: Leases freed because they had expired (deleted by ``reclaim_expired``).
     released_expired: int = 0
-    #: Leases of terminal executions that were gone or expired by the time we released them.
+    #: Leases (or queue markers) of terminal executions that were gone or expired by the time
+    #: we released them.
     already_released: int = 0
     #: Leases of live executions (RUNNING, PAUSING, PAUSED).
     kept_running: int = 0
@@ -107,20 +122,50 @@ class ReapReport:
     #: Distinct execution ARNs looked up, and how many of them were live.
     executions_checked: int = 0
     executions_live: int = 0
-    #: Keys whose expired leases were reclaimed.
+    #: Keys whose expired leases or queue markers were reclaimed.
     keys_reclaimed: int = 0
+    #: Queue markers scanned, expired ones included.
+    waiters_scanned: int = 0
+    #: Waiters of terminal executions taken out of the queue (marker and queue entry).
+    waiters_removed: int = 0
+    #: Expired queue markers (waiters that stopped checking in) on the keys reclaimed; the
+    #: reclaim deletes them with their queue entries unless the waiter checked in meanwhile.
+    waiters_expired: int = 0
+    #: Live queue markers left in place, whatever the reason (a live execution, no ARN, a
+    #: status that is not conclusive, a failed lookup): the ``kept_*`` counts are leases only.
+    waiters_kept: int = 0
+    #: Slots that this run's releases and reclaims handed to waiters.
+    slots_handed_over: int = 0
+    #: Waiters of those hand-offs woken through the waker (callback completed).
+    waiters_woken: int = 0
+    #: Wake-ups that did not land (callback gone, or the call failed): the waiter finds the
+    #: slot at its next check, and a slot granted to an execution that ended is released by
+    #: the next run (a granted lease of a terminal execution).
+    wakes_missed: int = 0
+    #: Queue entries (``w#``) whose holder has no queued marker: left alone, since the store
+    #: drops them when a release or an acquire reaches them; non-zero is only worth a look.
+    orphan_queue_entries: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@dataclass
+class _Expired:
+    """Expired items of one key seen by the scan, so a dry run can report what reclaim does."""
+
+    leases: int = 0
+    markers: int = 0
+
+
 class Reaper:
-    """Releases leases of terminal executions and reclaims expired leases in one table.
+    """Releases leases and queue entries of terminal executions, and reclaims expired ones.
 
     ``lambda_client`` may be None when no lease carries an execution ARN (then only expiry is
-    acted on); it is created lazily with standard retries otherwise. ``clock`` defaults to the
-    store's clock so both judge expiry alike.
+    acted on); it is created lazily with standard retries otherwise. ``waker`` wakes the
+    waiters that this run hands a slot to (None: they find it at their next check or callback
+    timeout). ``clock`` defaults to the store's clock so both judge expiry alike.
     """
 
     def __init__(
@@ -128,12 +173,14 @@ class Reaper:
         semaphore: DynamoDBSemaphore,
         lambda_client: LambdaClient | None = None,
         *,
+        waker: Waker | None = None,
         clock: Callable[[], float] | None = None,
         release_not_found: bool = False,
         logger: Any = None,
     ) -> None:
         self.semaphore = semaphore
         self._lambda = lambda_client
+        self.waker = waker
         self._clock = clock if clock is not None else semaphore.now
         self.release_not_found = release_not_found
         self._log = logger if logger is not None else _default_logger()
@@ -145,31 +192,48 @@ class Reaper:
         return self._lambda
 
     def reap(self, *, dry_run: bool = False, page_size: int | None = None) -> ReapReport:
-        """One sweep over every lease. Per-lease failures are counted, never raised, so one bad
-        ARN cannot stop the sweep; only failing to scan the table raises.
+        """One sweep over every lease and queue marker, then a count of orphan queue entries.
+        Per-item failures are counted, never raised, so one bad ARN cannot stop the sweep; only
+        failing to scan the lease items raises.
 
         Statuses are cached per ARN for this run only: an execution with many leases costs one
         lookup, and a status never goes stale across runs.
         """
         report = ReapReport(dry_run=dry_run)
         cache: dict[str, str] = {}
-        expired_by_key: dict[str, int] = {}
+        expired_by_key: dict[str, _Expired] = {}
+        queued: set[tuple[str, str]] = set()
         now = self._clock()
         for lease in self.semaphore.scan_leases(page_size=page_size):
-            report.scanned += 1
+            waiting = not lease.holds_slot
+            if waiting:
+                report.waiters_scanned += 1
+                queued.add((lease.key, lease.holder))
+            else:
+                report.scanned += 1
             if not lease.is_live(now):
-                expired_by_key[lease.key] = expired_by_key.get(lease.key, 0) + 1
+                # Reclaim removes expired markers with their queue entries, so a key whose only
+                # expired items are markers is reclaimed too.
+                expired = expired_by_key.setdefault(lease.key, _Expired())
+                if waiting:
+                    expired.markers += 1
+                else:
+                    expired.leases += 1
                 continue
             if lease.execution_arn is None:
-                report.kept_no_arn += 1
+                if waiting:
+                    report.waiters_kept += 1
+                else:
+                    report.kept_no_arn += 1
                 continue
             arn = lease.execution_arn
             if arn not in cache:
                 cache[arn] = self._status(arn, report)
             self._judge(lease, cache[arn], report, dry_run=dry_run)
 
-        for key, count in expired_by_key.items():
-            self._reclaim(key, count, report, dry_run=dry_run)
+        for key, expired in expired_by_key.items():
+            self._reclaim(key, expired, report, dry_run=dry_run)
+        report.orphan_queue_entries = self._orphans(queued, report, page_size=page_size)
         report.executions_checked = len(cache)
         report.executions_live = sum(1 for s in cache.values() if s in LIVE_STATUSES)
         self._log.info("reaper run finished", extra={"report": report.as_dict()})
@@ -207,54 +271,132 @@ class Reaper:
         return status
 
     def _judge(self, lease: Lease, status: str, report: ReapReport, *, dry_run: bool) -> None:
-        fields = {"key": lease.key, "holder": lease.holder, "execution_arn": lease.execution_arn}
-        if status in LIVE_STATUSES:
-            report.kept_running += 1
-            return
-        if status == _ERROR:
-            report.kept_error += 1
-            return
+        """Release a lease, or take a waiter out of the queue, if its execution has ended."""
+        waiting = not lease.holds_slot
+        what = "waiter" if waiting else "lease"
+        fields = {
+            "key": lease.key,
+            "holder": lease.holder,
+            "execution_arn": lease.execution_arn,
+            "state": lease.state,
+        }
         releasable = status in TERMINAL_STATUSES or (
             status == _NOT_FOUND and self.release_not_found and self._same_region(lease)
         )
         if not releasable:
-            report.kept_unknown += 1
-            self._log.info(
-                "keeping lease: status not conclusive", extra={**fields, "status": status}
-            )
+            if waiting:
+                report.waiters_kept += 1
+            elif status in LIVE_STATUSES:
+                report.kept_running += 1
+            elif status == _ERROR:
+                report.kept_error += 1
+            else:
+                report.kept_unknown += 1
+            if status not in LIVE_STATUSES and status != _ERROR:
+                self._log.info(
+                    f"keeping {what}: status not conclusive", extra={**fields, "status": status}
+                )
             return
         if dry_run:
-            report.released_terminal += 1
-            self._log.info("dry run: would release lease", extra={**fields, "status": status})
+            if waiting:
+                report.waiters_removed += 1
+            else:
+                report.released_terminal += 1
+            self._log.info(f"dry run: would release {what}", extra={**fields, "status": status})
             return
         try:
-            released = self.semaphore.release(lease.key, lease.holder)
+            # A queued holder leaves the queue; a held or granted one (a marker may have been
+            # granted since the scan) frees its slot, which goes to the oldest live waiter.
+            result = self.semaphore.release_slot(lease.key, lease.holder)
         except (ClientError, BotoCoreError, DurableSemaphoreError) as err:
             report.errors += 1
-            self._log.warning("release failed", extra={**fields, "error": repr(err)})
+            self._log.warning(f"{what} release failed", extra={**fields, "error": repr(err)})
             return
-        if released:
+        if result.left_queue:
+            report.waiters_removed += 1
+            self._log.info("removed waiter from the queue", extra={**fields, "status": status})
+        elif result.released:
             report.released_terminal += 1
             self._log.info("released lease", extra={**fields, "status": status})
         else:
             report.already_released += 1
+        if result.grant is not None:
+            self._wake((result.grant,), report)
 
-    def _reclaim(self, key: str, expired: int, report: ReapReport, *, dry_run: bool) -> None:
+    def _reclaim(self, key: str, expired: _Expired, report: ReapReport, *, dry_run: bool) -> None:
         if dry_run:
-            report.released_expired += expired
+            report.released_expired += expired.leases
+            report.waiters_expired += expired.markers
             report.keys_reclaimed += 1
-            self._log.info("dry run: would reclaim expired leases", extra={"key": key})
+            self._log.info("dry run: would reclaim expired items", extra={"key": key})
             return
         try:
-            removed = self.semaphore.reclaim_expired(key)
+            result = self.semaphore.reclaim(key)
         except (ClientError, BotoCoreError, DurableSemaphoreError) as err:
             report.errors += 1
             self._log.warning("reclaim failed", extra={"key": key, "error": repr(err)})
             return
-        report.released_expired += removed
+        report.released_expired += result.deleted
+        report.waiters_expired += expired.markers
         report.keys_reclaimed += 1
-        if removed:
-            self._log.info("reclaimed expired leases", extra={"key": key, "removed": removed})
+        if result.deleted or expired.markers:
+            self._log.info(
+                "reclaimed expired items",
+                extra={"key": key, "leases": result.deleted, "waiters": expired.markers},
+            )
+        self._wake(result.grants, report)
+
+    def _wake(self, grants: Iterable[Grant], report: ReapReport) -> None:
+        """Tell waiters their slot is ready. Without a waker, or for a waiter that polls (no
+        callback id), they find it at their next check: a missed wake-up only delays."""
+        for grant in grants:
+            report.slots_handed_over += 1
+            fields = {"key": grant.key, "holder": grant.holder}
+            if self.waker is None or grant.callback_id is None:
+                continue
+            try:
+                outcome = self.waker.wake(grant.callback_id)
+            except Exception as err:  # a pluggable waker must not stop the sweep
+                outcome = WakeOutcome.FAILED
+                fields["error"] = repr(err)
+            if outcome is WakeOutcome.DELIVERED:
+                report.waiters_woken += 1
+                self._log.info("woke waiter", extra=fields)
+            else:
+                report.wakes_missed += 1
+                self._log.info(
+                    "wake-up missed; the waiter finds its slot at its next check",
+                    extra={**fields, "outcome": outcome.value},
+                )
+
+    def _orphans(
+        self, queued: set[tuple[str, str]], report: ReapReport, *, page_size: int | None
+    ) -> int:
+        """Queue entries whose holder has no queued marker, counted and left alone.
+
+        An entry not matched by a marker from the lease scan may belong to a waiter that joined
+        since; such candidates (rare) are checked against the holder's current item.
+        """
+        orphans = 0
+        try:
+            for waiter in self.semaphore.scan_waiters(page_size=page_size):
+                if (waiter.key, waiter.holder) in queued or self._has_marker(waiter):
+                    continue
+                orphans += 1
+                self._log.info(
+                    "orphan queue entry (no queued marker); the store drops it when reached",
+                    extra={"key": waiter.key, "holder": waiter.holder, "seq": waiter.seq},
+                )
+        except (ClientError, BotoCoreError, DurableSemaphoreError) as err:
+            report.errors += 1
+            self._log.warning("queue scan failed", extra={"error": repr(err)})
+        return orphans
+
+    def _has_marker(self, waiter: Waiter) -> bool:
+        return any(
+            entry.holder == waiter.holder and not entry.holds_slot
+            for entry in self.semaphore.entries(waiter.key, waiter.holder)
+        )
 
     def _same_region(self, lease: Lease) -> bool:
         """True if the ARN's region is the Lambda client's: "not found" in another region than
@@ -284,6 +426,14 @@ _METRIC_FIELDS = (
     "errors",
     "executions_checked",
     "executions_live",
+    "waiters_scanned",
+    "waiters_removed",
+    "waiters_expired",
+    "waiters_kept",
+    "slots_handed_over",
+    "waiters_woken",
+    "wakes_missed",
+    "orphan_queue_entries",
 )
 
 
@@ -309,10 +459,20 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     counts are published as metrics (namespace ``$REAPER_METRICS_NAMESPACE``, default
     ``DurableSemaphore``). Lookup failures do not fail the invocation (a retry would not help
     and would cost a second scan); alarm on the ``Errors`` metric instead.
+
+    With ``$DURABLE_SEMAPHORE_WAKER=lambda`` the waiters this run hands a slot to are woken
+    through their callbacks (the role then needs ``lambda:SendDurableExecutionCallbackSuccess``);
+    otherwise they find the slot at their next check.
     """
     event = event or {}
     semaphore = DynamoDBSemaphore(resolve_table_name(), client=None)
-    reaper = Reaper(semaphore, release_not_found=bool(event.get("release_not_found", False)))
+    lambda_client = boto3.client("lambda", config=_lambda_client_config())
+    reaper = Reaper(
+        semaphore,
+        lambda_client,
+        waker=_waker_from_env(lambda_client),
+        release_not_found=bool(event.get("release_not_found", False)),
+    )
     page_size = event.get("page_size")
     report = reaper.reap(
         dry_run=bool(event.get("dry_run", False)),
@@ -320,6 +480,13 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     )
     _emit_metrics(report, os.environ.get("REAPER_METRICS_NAMESPACE", "DurableSemaphore"))
     return report.as_dict()
+
+
+def _waker_from_env(lambda_client: LambdaClient) -> Waker | None:
+    """The same switch the limiter reads, on the client the reaper already has."""
+    if os.environ.get(WAKER_ENV_VAR, "").lower() == "lambda":
+        return LambdaCallbackWaker(lambda_client)
+    return None
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -342,6 +509,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         help="also release leases whose execution Lambda reports as not found (same region only)",
     )
     parser.add_argument("--page-size", type=int, default=None, help="items per Scan request")
+    parser.add_argument(
+        "--wake",
+        action="store_true",
+        help="wake the waiters handed a slot through their callbacks "
+        "(lambda:SendDurableExecutionCallbackSuccess); otherwise they find it at their next check",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -374,6 +547,7 @@ def run_cli(args: argparse.Namespace) -> int:
     reaper = Reaper(
         semaphore,
         lambda_client,
+        waker=LambdaCallbackWaker(lambda_client) if args.wake else None,
         release_not_found=args.release_not_found,
         logger=_QuietLogger(),
     )
@@ -382,11 +556,18 @@ def run_cli(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
         verb = "would release" if report.dry_run else "released"
+        remove = "would remove" if report.dry_run else "removed"
         print(
             f"scanned {report.scanned} leases: {verb} {report.released_terminal} of terminal "
             f"executions and {report.released_expired} expired; kept {report.kept_running} "
             f"running, {report.kept_unknown} unknown, {report.kept_no_arn} without ARN, "
             f"{report.kept_error} after errors ({report.errors} errors)"
+        )
+        print(
+            f"scanned {report.waiters_scanned} waiters: {remove} {report.waiters_removed} of "
+            f"terminal executions and {report.waiters_expired} expired; kept "
+            f"{report.waiters_kept}; handed {report.slots_handed_over} slot(s) to waiters, woke "
+            f"{report.waiters_woken}; {report.orphan_queue_entries} orphan queue entries"
         )
     return 1 if report.errors else 0
 
