@@ -6,11 +6,18 @@
   recorded through a botocore hook while the store runs against DynamoDB Local. A new call in
   store.py without a policy change (or a stale grant) fails here, not in production.
 * infra/iam/*.json say the same as template.yaml.
-* The example function runs the seed scenario under the local durable runner.
+* The hand-off: the functions that release slots of the example's named limiter (the example
+  itself and the reaper) have the hand-off switched on and may complete the callbacks of exactly
+  the executions of the function that waits on it (the example may also look them up) -- by
+  ARN, never ``*``. Those are exactly the Lambda calls a limiter's and the reaper's wake-ups
+  make, recorded through a botocore hook.
+* The example function runs the seed scenario under the local durable runner, polling and with
+  the hand-off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -24,13 +31,26 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 
-from durable_semaphore import DynamoDBSemaphore
+from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore
+from durable_semaphore.limiter import WAKER_ENV_VAR
 from durable_semaphore.reaper import Reaper
-from durable_semaphore.store import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
+from durable_semaphore.store import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE, Grant
+from durable_semaphore.wake import LambdaCallbackWaker, WakeOutcome
 from tests.conftest import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_ARN = {"Fn::GetAtt": ["LeaseTable", "Arn"]}
+WAKE = "lambda:SendDurableExecutionCallbackSuccess"
+#: What a limiter calls to wake a waiter, and to ask whether a waiter whose callback is gone
+#: still runs. The reaper only wakes (its lookups are its ExecutionStatus statement).
+WAKE_ACTIONS = {
+    "ExampleFunctionRole": {WAKE, "lambda:GetDurableExecution"},
+    "ReaperFunctionRole": {WAKE},
+}
+#: The functions that wait on the example's named limiter: the example itself.
+WAITING_FUNCTIONS = ["ExampleFunction"]
+#: The roles whose functions release slots of that limiter, and so must wake its waiters.
+RELEASING_ROLES = {"ExampleFunctionRole": "ExampleFunction", "ReaperFunctionRole": "ReaperFunction"}
 
 
 class CfnLoader(yaml.SafeLoader):
@@ -197,7 +217,7 @@ def action_is_lambda(stmt: dict[str, Any]) -> bool:
     return any(a.startswith("lambda:") for a in _listify(stmt["Action"]))
 
 
-def test_reaper_may_only_look_up_execution_status(template: dict[str, Any]) -> None:
+def test_reaper_may_only_look_up_executions_and_wake_waiters(template: dict[str, Any]) -> None:
     lambda_actions = {
         a
         for role, stmt in statements(template)
@@ -207,9 +227,142 @@ def test_reaper_may_only_look_up_execution_status(template: dict[str, Any]) -> N
     }
     assert (
         lambda_actions
-        == {"lambda:GetDurableExecution"}
+        == {"lambda:GetDurableExecution", WAKE}
         == file_actions("reaper-policy.json", "lambda:")
     )
+
+
+# ----------------------------------------------------------------------------- the hand-off
+
+
+def _statements_with(template: dict[str, Any], role: str, action: str) -> list[dict[str, Any]]:
+    return [
+        stmt
+        for name, stmt in statements(template)
+        if name == role and action in _listify(stmt["Action"])
+    ]
+
+
+def _execution_arns_of(template: dict[str, Any], function: str) -> str:
+    """The IAM resource covering every durable execution of a function of this stack.
+
+    Durable execution actions are authorized on ``<function arn>:<version>/durable-execution/
+    <name>/<id>``, so the grant is the function's ARN plus ``:*`` (an unqualified ARN matches
+    no execution). Built from the function's fixed name: !GetAtt would be circular.
+    """
+    name = template["Resources"][function]["Properties"]["FunctionName"]["Fn::Sub"]
+    assert "*" not in name and "${AWS::StackName}" in name, name
+    return f"arn:${{AWS::Partition}}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:function:{name}:*"
+
+
+@pytest.mark.parametrize("role", sorted(RELEASING_ROLES))
+def test_releasers_may_wake_exactly_the_waiting_functions(
+    template: dict[str, Any], role: str
+) -> None:
+    function = template["Resources"][RELEASING_ROLES[role]]["Properties"]
+    assert function["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+    # The hand-off is on: named limiters of this function wake their waiters through Lambda.
+    assert function["Environment"]["Variables"][WAKER_ENV_VAR] == "lambda"
+
+    found = _statements_with(template, role, WAKE)
+    assert len(found) == 1, found
+    stmt = found[0]
+    assert stmt["Sid"] == "WakeWaiters" and stmt["Effect"] == "Allow"
+    assert set(_listify(stmt["Action"])) == WAKE_ACTIONS[role]
+    assert "Condition" not in stmt and "NotResource" not in stmt
+    resources = _listify(stmt["Resource"])
+    for resource in resources:
+        assert isinstance(resource, dict) and set(resource) == {"Fn::Sub"}, resource
+        text = resource["Fn::Sub"]
+        assert isinstance(text, str), text  # a plain Sub: no parameters, no conditions
+        assert text.count("*") == 1 and text.endswith(":*"), text  # only the qualifier
+        assert "function:*" not in text and "${AWS::StackName}-*" not in text, text
+    assert sorted(r["Fn::Sub"] for r in resources) == sorted(
+        _execution_arns_of(template, name) for name in WAITING_FUNCTIONS
+    )
+
+
+def test_no_function_without_the_grant_turns_the_hand_off_on(template: dict[str, Any]) -> None:
+    assert template["Globals"]["Function"]["Environment"]["Variables"].get(WAKER_ENV_VAR) is None
+    for name, fn in resources(template, "AWS::Serverless::Function").items():
+        env = fn["Properties"].get("Environment", {}).get("Variables", {})
+        if env.get(WAKER_ENV_VAR) == "lambda":
+            role = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+            assert _statements_with(template, role, WAKE), name
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [("limiter-policy.json", "ExampleFunctionRole"), ("reaper-policy.json", "ReaperFunctionRole")],
+)
+def test_wake_statement_of_the_policy_files_matches_the_template(
+    template: dict[str, Any], name: str, role: str
+) -> None:
+    expected = _statements_with(template, role, WAKE)[0]
+    wake = [s for s in policy_file(name)["Statement"] if s.get("Sid") == "WakeWaiters"]
+    assert len(wake) == 1, name
+    assert wake[0]["Effect"] == "Allow"
+    assert set(_listify(wake[0]["Action"])) == set(_listify(expected["Action"]))
+    assert _listify(wake[0]["Resource"]) == [
+        "arn:aws:lambda:REGION:ACCOUNT_ID:function:WAITING_FUNCTION_NAME:*"
+    ]
+    if role == "ExampleFunctionRole":
+        assert file_actions(name, "lambda:") == WAKE_ACTIONS[role]
+
+
+def _record_lambda_calls(client: Any) -> set[str]:
+    """The IAM actions behind every request made through a Lambda client, from now on."""
+    called: set[str] = set()
+
+    def record(model: Any, **_: Any) -> None:
+        called.add(f"lambda:{model.name}")
+
+    client.meta.events.register("provide-client-params.lambda", record)
+    return called
+
+
+def test_wake_policy_covers_exactly_the_limiter_wake_calls(
+    template: dict[str, Any],
+    make_semaphore: Callable[..., DynamoDBSemaphore],
+) -> None:
+    """Every path of a limiter's wake-up, through a stubbed Lambda client: delivered; callback
+    gone and the waiter alive (its slot is kept for it); callback gone and the waiter dead (its
+    slot is taken back). The Lambda calls made are exactly the example role's grant."""
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:x-example:7/durable-execution/r/1"
+    lam = boto3.client("lambda", region_name="us-east-1")
+    called = _record_lambda_calls(lam)
+    limiter = DynamoDBLimiter(
+        name="k", limit=1, semaphore=make_semaphore(), waker=LambdaCallbackWaker(lam)
+    )
+    grant = Grant(key="k", holder=f"{arn}#m#1", execution_arn=arn, callback_id="Y2I=")
+    gone = {"Error": {"Code": "ResourceNotFoundException", "Message": "gone"}}
+    execution = {
+        "DurableExecutionArn": arn,
+        "DurableExecutionName": "r",
+        "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:x-example",
+        "StartTimestamp": time.time(),
+    }
+    stub = Stubber(lam)
+    stub.add_response("send_durable_execution_callback_success", {})
+    for status in ("RUNNING", "FAILED"):
+        stub.add_client_error(
+            "send_durable_execution_callback_success",
+            "ResourceNotFoundException",
+            http_status_code=404,
+            response_meta=gone,
+        )
+        stub.add_response("get_durable_execution", {**execution, "Status": status})
+    with stub:
+        assert limiter.wake(grant) is WakeOutcome.DELIVERED
+        assert limiter.wake(grant) is WakeOutcome.GONE  # alive: kept for a grace period
+        assert limiter.wake(grant) is WakeOutcome.GONE  # dead: revoked (nothing to pass on)
+        stub.assert_no_pending_responses()
+    granted = {
+        a
+        for stmt in _statements_with(template, "ExampleFunctionRole", WAKE)
+        for a in _listify(stmt["Action"])
+    }
+    assert called == granted == WAKE_ACTIONS["ExampleFunctionRole"]
 
 
 def test_policy_files_match_the_template(template: dict[str, Any]) -> None:
@@ -301,8 +454,13 @@ def test_reaper_policy_covers_exactly_the_reaper_calls(
     arn = "arn:aws:lambda:us-east-1:123456789012:function:x:$LATEST/durable-execution/r/1"
     assert sem.try_acquire("k", f"{arn}#m#1", 5, execution_arn=arn) is not None
     assert sem.try_acquire("k", "expiring", 5, ttl_seconds=5) is not None
+    # A named limit full with the dead execution's lease, and a waiter (no ARN: no lookup) on
+    # a callback: the release hands it the slot, and the reaper wakes it.
+    assert sem.try_acquire("w", f"{arn}#m#2", 1, execution_arn=arn) is not None
+    assert sem.acquire("w", "waiter", 1, callback_id="Y2I=", queue_ttl_seconds=3600).queued
     clock.advance(10)
     lam = boto3.client("lambda", region_name="us-east-1")
+    called = _record_lambda_calls(lam)
     stub = Stubber(lam)
     stub.add_response(
         "get_durable_execution",
@@ -314,10 +472,21 @@ def test_reaper_policy_covers_exactly_the_reaper_calls(
             "Status": "FAILED",
         },
     )
+    stub.add_response("send_durable_execution_callback_success", {})
     with stub, CallRecorder(ddb_client) as rec:
-        report = Reaper(sem, lam).reap(page_size=10)
-    assert (report.released_terminal, report.released_expired) == (1, 1)
+        report = Reaper(sem, lam, waker=LambdaCallbackWaker(lam)).reap(page_size=10)
+        stub.assert_no_pending_responses()
+    assert (report.released_terminal, report.released_expired) == (2, 1)
+    assert (report.slots_handed_over, report.waiters_woken) == (1, 1)
     assert rec.actions == ddb_actions_of(template, "ReaperFunctionRole")
+    granted = {
+        a
+        for role, stmt in statements(template)
+        if role == "ReaperFunctionRole"
+        for a in _listify(stmt["Action"])
+        if a.startswith("lambda:")
+    }
+    assert called == granted
 
 
 # ----------------------------------------------------------------------------- the example
@@ -332,9 +501,16 @@ def _load(path: Path, name: str) -> Any:
     return module
 
 
+@pytest.mark.parametrize("waker", ["poll", "lambda"])
 def test_example_function_runs_the_seed_scenario(
-    semaphore: DynamoDBSemaphore, ddb_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    semaphore: DynamoDBSemaphore,
+    ddb_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    waker: str,
 ) -> None:
+    """Three executions at once share the example's named limit of 3: as deployed
+    (DURABLE_SEMAPHORE_WAKER=lambda; callbacks completed through the testing library's Lambda
+    API, the same call as on AWS) and without the env var (waiters poll)."""
     sdk = pytest.importorskip("aws_durable_execution_sdk_python")
     from aws_durable_execution_sdk_python.__about__ import __version__
 
@@ -343,6 +519,9 @@ def test_example_function_runs_the_seed_scenario(
     from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
     from durable_semaphore import limiter as limiter_module
+    from durable_semaphore.demo import all_operations, local_lambda_endpoint
+    from durable_semaphore.embedded import free_port
+    from durable_semaphore.sdk import WAIT_OPERATION_NAME
     from tests.sdk.observe import peak_of
 
     monkeypatch.setenv("DURABLE_SEMAPHORE_TABLE", semaphore.table_name)
@@ -350,9 +529,14 @@ def test_example_function_runs_the_seed_scenario(
     monkeypatch.setenv("TARGET_FUNCTION", "target")
     monkeypatch.setenv("MAX_CONCURRENCY", "3")
     monkeypatch.setenv("WORK_SECONDS", "0")
+    monkeypatch.delenv(WAKER_ENV_VAR, raising=False)
     limiter_module._default_limiters.clear()
     example = _load(ROOT / "infra/functions/example/app.py", "example_app")
     target = _load(ROOT / "infra/functions/target/app.py", "target_app")
+    # The local runner misses a completion that lands while the waiter's invocation runs (as
+    # Lambda may); such a waiter resumes at its callback timeout. Keep that short here, as the
+    # demo does, so a lost wake-up costs the test seconds, not a minute.
+    monkeypatch.setattr(example.LIMITER, "wake_timeout_seconds", 2)
 
     @sdk.durable_execution
     def target_as_durable(event: Any, context: Any) -> Any:
@@ -360,14 +544,41 @@ def test_example_function_runs_the_seed_scenario(
         context.wait(sdk.config.Duration.from_seconds(1))
         return target.handler(event, None)
 
+    executions = 3
     try:
         with DurableFunctionTestRunner(handler=example.handler) as runner:
             runner.register_durable_function("target", target_as_durable)
-            res = runner.run(input=json.dumps({"count": 12}), execution_timeout=120)
+            with contextlib.ExitStack() as stack:
+                if waker == "lambda":
+                    endpoint = stack.enter_context(local_lambda_endpoint(runner, free_port()))
+                    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", endpoint)
+                    monkeypatch.setenv(WAKER_ENV_VAR, "lambda")
+                arns = [
+                    runner.run_async(
+                        input=json.dumps({"items": [k * 10 + i for i in range(6)]}),
+                        execution_timeout=120,
+                        function_name="example",
+                        execution_name=f"example-{k}",
+                    )
+                    for k in range(executions)
+                ]
+                results = [runner.wait_for_result(arn, timeout=120) for arn in arns]
     finally:
         limiter_module._default_limiters.clear()
 
-    assert res.status.name == "SUCCEEDED", res.error
-    assert json.loads(res.result) == [i * 2 for i in range(12)]
-    assert 2 <= peak_of(res, "InvokeOperation") <= 3
+    assert example.LIMITER.name is not None  # a named limit: the kind that hands off
+    assert (example.LIMITER.waker is not None) == (waker == "lambda")
+    for k, res in enumerate(results):
+        assert res.status.name == "SUCCEEDED", res.error
+        assert json.loads(res.result) == [(k * 10 + i) * 2 for i in range(6)]
+    assert 2 <= peak_of(results, "InvokeOperation") <= 3  # over all three executions
     assert list(semaphore.scan_leases()) == []
+    assert list(semaphore.scan_waiters()) == []
+    waits = [
+        op
+        for res in results
+        for op in all_operations(res)
+        if type(op).__name__ == "CallbackOperation" and op.name == WAIT_OPERATION_NAME
+    ]
+    # 18 branches, 3 slots: with the hand-off, waiting branches suspend on callbacks.
+    assert bool(waits) == (waker == "lambda")
