@@ -4,7 +4,8 @@ Exit codes (the same for every command, so scripts can branch on them):
 
   0  success
   1  the command ran but the answer is "no": the demo saw more in flight than the limit or
-     left leases behind; ``release`` found no live lease; ``reap`` could not judge some leases
+     left leases or waiters behind; ``release`` found no live lease or queue entry; ``reap``
+     could not judge some leases
   2  bad arguments (usage errors, or a value the library refuses)
   3  the lease table does not exist (create it with ``durable-semaphore create-table``)
   4  no AWS credentials or no region configured
@@ -498,8 +499,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 for _command in (
     Subcommand("demo", "run the seed scenario and draw its timeline", _add_demo, _demo),
-    Subcommand("status", "show a key's holders, their expiry and execution", _add_status, _status),
-    Subcommand("release", "release one holder's lease on a key", _add_release, _release),
+    Subcommand(
+        "status",
+        "show a key's holders and waiters, their expiry and execution",
+        _add_status,
+        _status,
+    ),
+    Subcommand(
+        "release", "release one holder's lease (or queue entry) on a key", _add_release, _release
+    ),
     Subcommand(
         "reap",
         "release leases of finished executions and reclaim expired ones",

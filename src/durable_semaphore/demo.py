@@ -274,6 +274,15 @@ class DemoResult:
 # -- running -----------------------------------------------------------------------------------
 
 
+class CallbackTimeoutFilter(logging.Filter):
+    """Keeps the runner's "Callback ... timed out" warnings off the terminal: a waiter's
+    callback timing out is the hand-off's designed fallback, not a problem to report."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.endswith("timed out") and "Callback " in message)
+
+
 class RunnerRaceCounter(logging.Filter):
     """Counts the local runner's "Cannot return PENDING ..." re-invocations and keeps the raw
     warning off the terminal; the summary reports the count instead.
@@ -362,10 +371,16 @@ def local_lambda_endpoint(runner: Any, port: int) -> Iterator[str]:
         WebServiceConfig,
     )
 
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     server = WebServer(
         WebServiceConfig(host="127.0.0.1", port=port, log_level=logging.WARNING),
         runner._executor,
     )
+    # The server calls logging.basicConfig(); keep the caller's logging as it was.
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
     thread = threading.Thread(target=server.serve_forever, name="demo-lambda-api", daemon=True)
     thread.start()
     try:
@@ -421,6 +436,8 @@ def run_demo(
     race = RunnerRaceCounter()
     runner_logger = logging.getLogger(RUNNER_LOGGER)
     runner_logger.addFilter(race)
+    quiet_timeouts = CallbackTimeoutFilter()
+    runner_logger.addFilter(quiet_timeouts)
     limiter: DynamoDBLimiter | None = None
     key_name: str | None = None
     wake_mode = "none"
@@ -448,6 +465,7 @@ def run_demo(
     target, handler = _make_handlers(config, limiter)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(runner_logger.removeFilter, race)
+        cleanup.callback(runner_logger.removeFilter, quiet_timeouts)
         runner = cleanup.enter_context(
             DurableFunctionTestRunner(handler=handler, skip_time=not config.real_time)
         )

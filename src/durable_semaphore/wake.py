@@ -86,8 +86,12 @@ LIVE_EXECUTION_STATUSES = frozenset({"RUNNING", "PAUSING", "PAUSED"})
 
 def _lambda_config() -> Config:
     # A wake-up is latency-sensitive and has a fallback (the waiter's timeout): retry a little.
+    # Many branches of one process may wake waiters at once: a pooled connection each.
     return Config(
-        retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=5
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=3,
+        read_timeout=5,
+        max_pool_connections=50,
     )
 
 
