@@ -18,12 +18,10 @@ durable waits in real time: the makespan production would see. Machines here are
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -31,8 +29,7 @@ import boto3
 from durable_semaphore import DynamoDBSemaphore
 from durable_semaphore.demo import DemoConfig, run_demo
 from durable_semaphore.store import default_client_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from store_bench import _infra  # the bench scripts' shared DynamoDB Local loader
 
 #: (label, config options, label of the baseline it is compared with)
 SCENARIOS: list[tuple[str, dict[str, Any], str | None]] = [
@@ -49,16 +46,6 @@ SCENARIOS: list[tuple[str, dict[str, Any], str | None]] = [
 ]
 
 
-def _load_dynamodb_local() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "dynamodb_local", ROOT / "infra" / "dynamodb_local.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clock", choices=("skip", "real"), default="skip")
@@ -69,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows: dict[str, list[dict[str, Any]]] = {}
-    with _load_dynamodb_local().running() as endpoint:
+    with _infra().running() as endpoint:
         client = boto3.client(
             "dynamodb",
             endpoint_url=endpoint,

@@ -1508,6 +1508,15 @@ class DynamoDBSemaphore:
         counter and queue items), which bounds the read capacity one request consumes; None
         lets DynamoDB fill 1 MB pages.
         """
+        for item in self._scan_items(HOLDER_PREFIX, page_size):
+            yield _lease_from_item(item)
+
+    def scan_waiters(self, *, page_size: int | None = None) -> Iterator[Waiter]:
+        """Every queue entry in the table (for the CLI, the reaper and the demo's final check)."""
+        for item in self._scan_items(QUEUE_PREFIX, page_size):
+            yield _waiter_from_item(item)
+
+    def _scan_items(self, prefix: str, page_size: int | None) -> Iterator[dict[str, Any]]:
         if page_size is not None and (
             isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
         ):
@@ -1518,30 +1527,11 @@ class DynamoDBSemaphore:
                 TableName=self.table_name,
                 FilterExpression="begins_with(#sk, :p)",
                 ExpressionAttributeNames={"#sk": SK},
-                ExpressionAttributeValues={":p": {"S": HOLDER_PREFIX}},
+                ExpressionAttributeValues={":p": {"S": prefix}},
                 ConsistentRead=True,
                 PaginationConfig={"PageSize": page_size} if page_size is not None else {},
             ):
-                for item in page.get("Items", []):
-                    yield _lease_from_item(item)
-        except ClientError as err:
-            self._raise_table_missing(err)
-            raise
-
-    def scan_waiters(self, *, page_size: int | None = None) -> Iterator[Waiter]:
-        """Every queue entry in the table (for the CLI, the reaper and the demo's final check)."""
-        paginator = self.client.get_paginator("scan")
-        try:
-            for page in paginator.paginate(
-                TableName=self.table_name,
-                FilterExpression="begins_with(#sk, :p)",
-                ExpressionAttributeNames={"#sk": SK},
-                ExpressionAttributeValues={":p": {"S": QUEUE_PREFIX}},
-                ConsistentRead=True,
-                PaginationConfig={"PageSize": page_size} if page_size is not None else {},
-            ):
-                for item in page.get("Items", []):
-                    yield _waiter_from_item(item)
+                yield from page.get("Items", [])
         except ClientError as err:
             self._raise_table_missing(err)
             raise
