@@ -22,9 +22,12 @@ NAMESPACE = "DurableSemaphoreDimensionsTest"
 
 @pytest.fixture
 def metrics_on() -> Iterator[None]:
-    previous = observability.enable(NAMESPACE, logs=False)
-    yield
-    observability.set_observer(previous)
+    previous = observability.get_observer()  # enable() returns the new observer, not this
+    observability.enable(NAMESPACE, logs=False)
+    try:
+        yield
+    finally:
+        observability.set_observer(previous)
 
 
 def _emf_docs(out: str) -> list[dict[str, Any]]:
