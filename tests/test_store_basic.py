@@ -215,6 +215,9 @@ def test_create_table_is_idempotent_and_enables_ttl(semaphore: DynamoDBSemaphore
         (("k", "h" * 1023, 1), "holder"),
         (("k", "é" * 512, 1), "holder"),
         ((None, "h", 1), "key"),
+        (("a\ud800", "h", 1), "key"),
+        (("k", "a\ud800", 1), "holder"),
+        (("k", "h", 10**38 + 1), "limit"),
     ],
 )
 def test_bad_input_raises_and_writes_nothing(
@@ -227,7 +230,7 @@ def test_bad_input_raises_and_writes_nothing(
     assert semaphore.client.scan(TableName=semaphore.table_name)["Count"] == 0
 
 
-@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), "10"])
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), "10", 1e200])
 def test_bad_ttl_raises_and_writes_nothing(semaphore: DynamoDBSemaphore, ttl: object) -> None:
     with pytest.raises(InvalidArgumentError, match="ttl_seconds"):
         semaphore.try_acquire("k", "h", 1, ttl_seconds=ttl)  # type: ignore[arg-type]

@@ -17,10 +17,12 @@ from typing import Any, Literal
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.store import (
     DEFAULT_TABLE_NAME,
+    MAX_LIMIT,
     AcquireResult,
     DynamoDBSemaphore,
     Grant,
     ReleaseResult,
+    _validate_ttl,
 )
 from durable_semaphore.wake import LambdaCallbackWaker, LocalSignals, WakeOutcome, Waker
 from durable_semaphore.wake import local_signals as _local_signals
@@ -64,8 +66,10 @@ def resolve_table_name(table_name: str | None = None) -> str:
 
 
 def _check_positive(name: str, value: float, *, minimum: float = 0.0, strict: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgumentError(name, value, "must be a finite number")
     bad = value <= minimum if strict else value < minimum
-    if isinstance(value, bool) or not isinstance(value, int | float) or bad or math.isnan(value):
+    if bad:
         relation = ">" if strict else ">="
         raise InvalidArgumentError(name, value, f"must be a number {relation} {minimum}")
 
@@ -106,15 +110,20 @@ class DynamoDBLimiter:
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise InvalidArgumentError("name", name, "must be a non-empty string or None")
+        if name is not None and name != name.strip():
+            # The name is the key as written; "x" and " x " would be two different limits.
+            raise InvalidArgumentError(
+                "name", name, "must not start or end with whitespace (it is the key as written)"
+            )
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise InvalidArgumentError("limit", limit, "must be an int >= 1 or None")
-        if limit is not None and limit < 1:
-            raise InvalidArgumentError("limit", limit, "must be >= 1")
+        if limit is not None and not 1 <= limit <= MAX_LIMIT:
+            raise InvalidArgumentError("limit", limit, f"must be from 1 to {MAX_LIMIT:,}")
         if name is not None and limit is None:
             raise InvalidArgumentError(
                 "limit", limit, f"a named limiter ({name!r}) needs an explicit limit shared by all"
             )
-        _check_positive("ttl_seconds", ttl_seconds)
+        _validate_ttl(ttl_seconds)  # the store's rule, so a bad TTL fails here, not per branch
         _check_positive("initial_delay_seconds", initial_delay_seconds)
         _check_positive("backoff_multiplier", backoff_multiplier, minimum=1.0, strict=False)
         _check_positive("max_delay_seconds", max_delay_seconds)

@@ -260,12 +260,21 @@ def _is_transient(exc: Exception) -> bool:
         from botocore.exceptions import (
             ClientError,
             ConnectionClosedError,
+            ConnectTimeoutError,
             EndpointConnectionError,
             ReadTimeoutError,
+            ResponseStreamingError,
         )
     except ImportError:  # pragma: no cover - boto3 is a dependency
         return False
-    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
+    if isinstance(
+        exc,
+        EndpointConnectionError
+        | ConnectionClosedError
+        | ConnectTimeoutError
+        | ReadTimeoutError
+        | ResponseStreamingError,
+    ):
         return True
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))

@@ -102,6 +102,10 @@ MAX_SORT_KEY_BYTES = 1024
 MAX_HOLDER_BYTES = MAX_SORT_KEY_BYTES - len(HOLDER_PREFIX)
 MAX_EXECUTION_ARN_BYTES = 2048
 MAX_CALLBACK_ID_BYTES = 4096
+#: Accepted ranges: DynamoDB numbers carry at most 38 digits, and an expiry must stay a sane
+#: epoch second for the TTL sweeper; a century and a billion slots are far beyond real use.
+MAX_LIMIT = 1_000_000_000
+MAX_TTL_SECONDS = 100 * 366 * 86_400
 # A transaction holds at most 100 items; one is the counter.
 _MAX_DELETES_PER_RECONCILE = 99
 # Bounded retries when transactions collide (TransactionConflict) or a reconcile loses a race.
@@ -265,10 +269,20 @@ class _Meta:
 # -- validation --------------------------------------------------------------------------------
 
 
+def _utf8(name: str, value: str) -> bytes:
+    """Encode for DynamoDB; a lone surrogate cannot be stored, so it is bad input, not a crash."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            name, value, "is not valid Unicode text (it contains a lone surrogate)"
+        ) from None
+
+
 def _validate_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError("key", key, "must be a non-empty string")
-    if len(key.encode("utf-8")) > MAX_PARTITION_KEY_BYTES:
+    if len(_utf8("key", key)) > MAX_PARTITION_KEY_BYTES:
         raise InvalidArgumentError(
             "key", key, f"is over DynamoDB's {MAX_PARTITION_KEY_BYTES}-byte partition key limit"
         )
@@ -278,7 +292,7 @@ def _validate_key(key: object) -> str:
 def _validate_holder(holder: object) -> str:
     if not isinstance(holder, str) or not holder:
         raise InvalidArgumentError("holder", holder, "must be a non-empty string")
-    if len(holder.encode("utf-8")) > MAX_HOLDER_BYTES:
+    if len(_utf8("holder", holder)) > MAX_HOLDER_BYTES:
         raise InvalidArgumentError(
             "holder",
             holder,
@@ -288,8 +302,8 @@ def _validate_holder(holder: object) -> str:
 
 
 def _validate_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidArgumentError("limit", limit, "must be an integer >= 1")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidArgumentError("limit", limit, f"must be an integer from 1 to {MAX_LIMIT:,}")
     return limit
 
 
@@ -298,9 +312,11 @@ def _validate_ttl(ttl_seconds: object, name: str = "ttl_seconds") -> float:
         isinstance(ttl_seconds, bool)
         or not isinstance(ttl_seconds, int | float)
         or not math.isfinite(ttl_seconds)
-        or ttl_seconds <= 0
+        or not 0 < ttl_seconds <= MAX_TTL_SECONDS
     ):
-        raise InvalidArgumentError(name, ttl_seconds, "must be a finite number > 0")
+        raise InvalidArgumentError(
+            name, ttl_seconds, f"must be a number of seconds in (0, {MAX_TTL_SECONDS:,}]"
+        )
     return float(ttl_seconds)
 
 
@@ -309,7 +325,7 @@ def _validate_arn(execution_arn: object) -> str | None:
         return None
     if not isinstance(execution_arn, str) or not execution_arn:
         raise InvalidArgumentError("execution_arn", execution_arn, "must be a non-empty string")
-    if len(execution_arn.encode("utf-8")) > MAX_EXECUTION_ARN_BYTES:
+    if len(_utf8("execution_arn", execution_arn)) > MAX_EXECUTION_ARN_BYTES:
         raise InvalidArgumentError(
             "execution_arn", execution_arn, f"is over {MAX_EXECUTION_ARN_BYTES} bytes"
         )
@@ -321,7 +337,7 @@ def _validate_callback_id(callback_id: object) -> str | None:
         return None
     if not isinstance(callback_id, str) or not callback_id:
         raise InvalidArgumentError("callback_id", callback_id, "must be a non-empty string")
-    if len(callback_id.encode("utf-8")) > MAX_CALLBACK_ID_BYTES:
+    if len(_utf8("callback_id", callback_id)) > MAX_CALLBACK_ID_BYTES:
         raise InvalidArgumentError("callback_id", callback_id, f"is over {MAX_CALLBACK_ID_BYTES}")
     return callback_id
 

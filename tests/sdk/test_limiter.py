@@ -37,6 +37,32 @@ def test_named_limiter_needs_a_limit() -> None:
         DynamoDBLimiter(name="", limit=1)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"ttl_seconds": float("inf")}, "ttl_seconds"),
+        ({"ttl_seconds": 1e200}, "ttl_seconds"),
+        ({"max_delay_seconds": float("inf")}, "max_delay_seconds"),
+        ({"name": "  x ", "limit": 1}, "name"),
+        ({"name": "x", "limit": 10**38 + 1}, "limit"),
+        ({"wake_timeout_seconds": 0}, "wake_timeout_seconds"),
+        ({"waker": "sns"}, "waker"),
+    ],
+)
+def test_limiter_refuses_bad_settings_at_construction(kwargs: dict[str, object], name: str) -> None:
+    """Refused when built, with the offending value, not later in every branch."""
+    with pytest.raises(InvalidArgumentError) as info:
+        DynamoDBLimiter(**kwargs)  # type: ignore[arg-type]
+    assert info.value.name == name
+
+
+def test_connection_timeouts_are_transient() -> None:
+    from botocore.exceptions import ConnectTimeoutError, ResponseStreamingError
+
+    assert sdk._is_transient(ConnectTimeoutError(endpoint_url="http://x"))
+    assert sdk._is_transient(ResponseStreamingError(error="reset"))
+
+
 def test_scope_keys_and_holder_ids() -> None:
     per_op = DynamoDBLimiter()
     named = DynamoDBLimiter(name="payments", limit=3)
