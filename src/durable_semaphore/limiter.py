@@ -105,6 +105,7 @@ class DynamoDBLimiter:
         random_source: Callable[[], float] | None = None,
         waker: Waker | Literal["auto", "lambda"] | None = "auto",
         wake_timeout_seconds: int = 60,
+        wake_callbacks: int = 4,
         local_wait_seconds: float = 2.0,
         signals: LocalSignals | None = None,
     ) -> None:
@@ -140,6 +141,12 @@ class DynamoDBLimiter:
                 "wake_timeout_seconds", wake_timeout_seconds, "must be an integer >= 1"
             )
         _check_positive("local_wait_seconds", local_wait_seconds, strict=False)
+        if (
+            isinstance(wake_callbacks, bool)
+            or not isinstance(wake_callbacks, int)
+            or not (1 <= wake_callbacks <= 10)
+        ):
+            raise InvalidArgumentError("wake_callbacks", wake_callbacks, "must be 1 to 10")
         if not (waker is None or waker in ("auto", "lambda") or isinstance(waker, Waker)):
             raise InvalidArgumentError(
                 "waker", waker, "must be None, 'auto', 'lambda' or a Waker (with a wake method)"
@@ -161,6 +168,9 @@ class DynamoDBLimiter:
         self._semaphore = semaphore
         self._lock = threading.Lock()
         self.wake_timeout_seconds = wake_timeout_seconds
+        #: Callbacks per wait round (timeouts 1x, 2x, ... the wake timeout): the queue entry
+        #: is written once per round, so more rungs mean fewer requests for a long wait.
+        self.wake_callbacks = wake_callbacks
         self.local_wait_seconds = float(local_wait_seconds)
         self.signals = signals if signals is not None else _local_signals
         self._waker_spec = waker
@@ -221,7 +231,9 @@ class DynamoDBLimiter:
     def queue_ttl_seconds(self) -> float:
         """How long a waiter's queue entry outlives its last check-in: several check-in
         intervals (callback timeout or longest backoff), so only a dead waiter drops out."""
-        interval = max(float(self.wake_timeout_seconds), self.max_delay_seconds)
+        interval = max(
+            float(self.wake_timeout_seconds * self.wake_callbacks), self.max_delay_seconds
+        )
         return 4 * interval + 60
 
     def acquire(
@@ -233,6 +245,7 @@ class DynamoDBLimiter:
         execution_arn: str | None = None,
         position: int | None = None,
         callback_id: str | None = None,
+        spare_callback_ids: tuple[str, ...] = (),
     ) -> AcquireResult:
         """Take a slot or keep a place in the queue (see :meth:`DynamoDBSemaphore.acquire`);
         wakes any waiter the call handed a slot to on the way."""
@@ -244,6 +257,7 @@ class DynamoDBLimiter:
             execution_arn=execution_arn,
             position=position,
             callback_id=callback_id,
+            spare_callback_ids=spare_callback_ids,
             queue_ttl_seconds=self.queue_ttl_seconds,
         )
         for grant in result.grants:
@@ -280,9 +294,12 @@ class DynamoDBLimiter:
             waker = self.waker
             if waker is None or grant.callback_id is None:
                 return outcome  # the waiter finds the slot at its next check
-            outcome = waker.wake(grant.callback_id)
-            if outcome is not WakeOutcome.GONE:
-                return outcome
+            # The waiter registered a ladder of callbacks with growing timeouts and waits on
+            # the first that has not timed out: wake that one.
+            for callback_id in (grant.callback_id, *grant.spare_callback_ids):
+                outcome = waker.wake(callback_id)
+                if outcome is not WakeOutcome.GONE:
+                    return outcome
             running = None
             probe = getattr(waker, "execution_running", None)
             if probe is not None and grant.execution_arn is not None:

@@ -355,7 +355,7 @@ def _attempt(
     holder: str,
     state: dict[str, Any],
     *,
-    callback_id: str | None = None,
+    callback_ids: tuple[str, ...] = (),
     local_wait: bool = False,
 ) -> dict[str, Any]:
     """One acquire-or-queue check; returns the next checkpointable state.
@@ -384,7 +384,8 @@ def _attempt(
                 scope.limit,
                 execution_arn=arn,
                 position=out["position"],
-                callback_id=callback_id,
+                callback_id=callback_ids[0] if callback_ids else None,
+                spare_callback_ids=callback_ids[1:],
             )
             if (
                 result.queued
@@ -450,46 +451,61 @@ def _wait_by_polling(
 def _wait_by_callback(
     scope: _Scope, ctx: DurableContext, holder: str
 ) -> tuple[dict[str, Any], bool]:
-    """A step that acquires or queues; while queued, a callback the releaser completes.
+    """A step that acquires or queues; while queued, callbacks the releaser completes.
 
-    Uncontended this is one durable operation, like the polling route. A wait costs a
-    callback and a step that records its id on the queue entry (and finds the slot already
-    handed over, if the releaser was quicker). A lost wake-up ends at the callback's timeout,
-    after which the next check finds the slot or waits again.
+    Uncontended this is one durable operation, like the polling route. A wait round creates a
+    *ladder* of callbacks whose timeouts are 1, 2, ... ``wake_callbacks`` times
+    ``wake_timeout_seconds`` and records them in one check-in step (which also finds the slot
+    already handed over, if the releaser was quicker). The branch waits on them in order; a
+    releaser wakes the first that has not timed out. So a lost wake-up still ends within one
+    timeout (when the next callback's wait begins, the execution is invoked and a completion
+    it missed is seen), while the queue entry is written once per ladder, not per timeout.
     """
     ran = False
     limiter = scope.limiter
 
-    def step_of(state: dict[str, Any], callback_id: str | None) -> Callable[[Any], dict[str, Any]]:
+    def step_of(state: dict[str, Any], callback_ids: tuple[str, ...]) -> Callable[[Any], Any]:
         def run(_step_ctx: Any) -> dict[str, Any]:
             nonlocal ran
             ran = True
-            return _attempt(scope, holder, state, callback_id=callback_id)
+            return _attempt(scope, holder, state, callback_ids=callback_ids)
 
         return run
 
-    state: dict[str, Any] = ctx.step(step_of({"polls": 0}, None), name=ACQUIRE_OPERATION_NAME)
+    state: dict[str, Any] = ctx.step(step_of({"polls": 0}, ()), name=ACQUIRE_OPERATION_NAME)
     rounds = 0
     while not state.get("held") and not state.get("orphaned"):
         rounds += 1
         if state.get("position") is None:
             # A transient store error: wait durably, then try again.
             ctx.wait(Duration(seconds=limiter.backoff_delay(rounds)))
-            state = ctx.step(step_of(state, None), name=ACQUIRE_OPERATION_NAME)
+            state = ctx.step(step_of(state, ()), name=ACQUIRE_OPERATION_NAME)
             continue
-        timeout = Duration(seconds=limiter.wake_timeout_seconds)
-        callback: Any = ctx.create_callback(
-            name=WAIT_OPERATION_NAME, config=CallbackConfig(timeout=timeout)
-        )
-        state = ctx.step(step_of(state, callback.callback_id), name=CHECK_OPERATION_NAME)
+        ladder: list[Any] = [
+            ctx.create_callback(
+                name=WAIT_OPERATION_NAME,
+                config=CallbackConfig(
+                    timeout=Duration(seconds=limiter.wake_timeout_seconds * (rung + 1))
+                ),
+            )
+            for rung in range(limiter.wake_callbacks)
+        ]
+        ids = tuple(str(callback.callback_id) for callback in ladder)
+        state = ctx.step(step_of(state, ids), name=CHECK_OPERATION_NAME)
         if state.get("held") or state.get("orphaned"):
             break
-        try:
-            callback.result()
-        except CallbackError:
-            continue  # timed out (a lost wake-up): check the store again
-        # Woken: the releaser handed us the slot in the same transaction that freed it.
-        state = {**state, "held": True, "position": None, "woken": True}
+        woken = False
+        for callback in ladder:
+            try:
+                callback.result()
+            except CallbackError:
+                continue  # timed out (maybe a lost wake-up): wait on the next one
+            woken = True
+            break
+        if woken:
+            # The releaser handed us the slot in the same transaction that freed it.
+            state = {**state, "held": True, "position": None, "woken": True}
+        # else: every callback timed out: check the store again and set up a new ladder.
     return state, ran
 
 

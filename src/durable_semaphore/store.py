@@ -157,6 +157,8 @@ class Waiter:
     lease_ttl_seconds: float
     execution_arn: str | None = None
     callback_id: str | None = None
+    #: Callbacks to try, in order, when ``callback_id`` has already timed out.
+    spare_callback_ids: tuple[str, ...] = ()
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
@@ -170,6 +172,7 @@ class Grant:
     holder: str
     execution_arn: str | None
     callback_id: str | None
+    spare_callback_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +387,7 @@ def _waiter_from_item(item: Mapping[str, Any]) -> Waiter:
         lease_ttl_seconds=float(item["lttl"]["N"]),
         execution_arn=item.get("execution_arn", {}).get("S"),
         callback_id=item.get("cb", {}).get("S"),
+        spare_callback_ids=tuple(v["S"] for v in item.get("cbs", {}).get("L", [])),
     )
 
 
@@ -708,16 +712,24 @@ def leave_queue_ops(table: str, key: str, holder: str | None, seq: int) -> list[
 
 
 def touch_ops(
-    table: str, key: str, holder: str, seq: int, queue_expires_at: int, callback_id: str | None
+    table: str,
+    key: str,
+    holder: str,
+    seq: int,
+    queue_expires_at: int,
+    callback_id: str | None,
+    spare_callback_ids: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """A waiter checks in: keep its entry alive and record where to wake it."""
     entry_set = "SET #q = :qexp"
     names: dict[str, str] = {"#sk": SK, "#q": "qexp"}
     values: dict[str, Any] = {":qexp": _num(queue_expires_at)}
     if callback_id is not None:
-        entry_set += ", #cb = :cb"
+        entry_set += ", #cb = :cb, #cbs = :cbs"
         names["#cb"] = "cb"
+        names["#cbs"] = "cbs"
         values[":cb"] = {"S": callback_id}
+        values[":cbs"] = {"L": [{"S": spare} for spare in spare_callback_ids]}
     return [
         {
             "Update": {
@@ -862,6 +874,7 @@ class DynamoDBSemaphore:
         enqueue: bool = True,
         position: int | None = None,
         callback_id: str | None = None,
+        spare_callback_ids: tuple[str, ...] = (),
         queue_ttl_seconds: float = DEFAULT_QUEUE_TTL_SECONDS,
     ) -> AcquireResult:
         """Take a slot, or join the key's FIFO queue and wait for one to be handed over.
@@ -869,7 +882,8 @@ class DynamoDBSemaphore:
         Idempotent per ``(key, holder)`` whatever state the holder is in: a live lease is
         renewed and returned, a granted slot is claimed and returned, a queued holder keeps its
         place (its entry is refreshed for ``queue_ttl_seconds`` and ``callback_id`` recorded,
-        so a releaser can wake it). ``position``, the sequence number a previous call returned,
+        so a releaser can wake it; ``spare_callback_ids`` are tried in order when that one has
+        timed out). ``position``, the sequence number a previous call returned,
         saves a round trip for a holder that knows it waits. Nothing is written on bad input.
         """
         _validate_key(key)
@@ -878,6 +892,13 @@ class DynamoDBSemaphore:
         ttl = _validate_ttl(ttl_seconds)
         _validate_arn(execution_arn)
         _validate_callback_id(callback_id)
+        for spare in spare_callback_ids:
+            _validate_callback_id(spare)
+        if spare_callback_ids and callback_id is None:
+            raise InvalidArgumentError(
+                "spare_callback_ids", spare_callback_ids, "need a callback_id to follow"
+            )
+        callbacks = (callback_id, *spare_callback_ids) if callback_id is not None else ()
         _validate_position(position)
         queue_ttl = _validate_ttl(queue_ttl_seconds, "queue_ttl_seconds")
 
@@ -886,7 +907,7 @@ class DynamoDBSemaphore:
         for attempt in range(_MAX_ATTEMPTS):
             now = self._clock()
             if position is not None:
-                touched = self._touch(key, holder, position, now, queue_ttl, callback_id, ttl)
+                touched = self._touch(key, holder, position, now, queue_ttl, callbacks, ttl)
                 if touched is not None:
                     return _with_grants(touched, grants)
                 position = None  # the entry is gone: acquire or queue afresh
@@ -913,7 +934,7 @@ class DynamoDBSemaphore:
                 meta_reason, holder_reason = cancelled.reasons
                 if _failed(holder_reason):
                     existing = holder_reason.get("Item")
-                    mine = self._own_item(key, holder, existing, now, ttl, queue_ttl, callback_id)
+                    mine = self._own_item(key, holder, existing, now, ttl, queue_ttl, callbacks)
                     if mine is not None:
                         return _with_grants(mine, grants)
                     continue  # it changed meanwhile, or our expired lease was cleared: retry
@@ -943,7 +964,7 @@ class DynamoDBSemaphore:
                 if not enqueue:
                     return AcquireResult(None, None, tuple(grants))
                 queued = self._enqueue(
-                    key, holder, limit, meta, now, ttl, queue_ttl, execution_arn, callback_id
+                    key, holder, limit, meta, now, ttl, queue_ttl, execution_arn, callbacks
                 )
                 if queued is None:
                     _backoff(attempt)
@@ -959,7 +980,7 @@ class DynamoDBSemaphore:
         now: float,
         ttl: float,
         queue_ttl: float,
-        callback_id: str | None,
+        callbacks: tuple[str, ...],
     ) -> AcquireResult | None:
         """The holder already has an item: return what it means, or None to retry."""
         if existing is None:
@@ -967,7 +988,7 @@ class DynamoDBSemaphore:
         state = _state(existing)
         if state == QUEUED:
             seq = int(existing["seq"]["N"])
-            return self._touch(key, holder, seq, now, queue_ttl, callback_id, ttl)
+            return self._touch(key, holder, seq, now, queue_ttl, callbacks, ttl)
         if float(existing[TTL_ATTRIBUTE]["N"]) <= now:
             self._reconcile(key)  # our own expired lease still occupies its item: clear it
             return None
@@ -987,7 +1008,7 @@ class DynamoDBSemaphore:
         ttl: float,
         queue_ttl: float,
         execution_arn: str | None,
-        callback_id: str | None,
+        callbacks: tuple[str, ...],
     ) -> AcquireResult | None:
         """Join the queue behind ``meta.wseq``; None when the number was taken or a slot freed."""
         seq = meta.wseq + 1
@@ -1013,15 +1034,16 @@ class DynamoDBSemaphore:
         if execution_arn is not None:
             marker["execution_arn"] = {"S": execution_arn}
             entry["execution_arn"] = {"S": execution_arn}
-        if callback_id is not None:
-            entry["cb"] = {"S": callback_id}
+        if callbacks:
+            entry["cb"] = {"S": callbacks[0]}
+            entry["cbs"] = {"L": [{"S": spare} for spare in callbacks[1:]]}
         try:
             self._transact(enqueue_ops(self.table_name, key, limit, meta.wseq, marker, entry))
         except _Cancelled as cancelled:
             holder_reason = cancelled.reasons[1]
             if _failed(holder_reason) and holder_reason.get("Item") is not None:
                 return self._own_item(
-                    key, holder, holder_reason.get("Item"), now, ttl, queue_ttl, callback_id
+                    key, holder, holder_reason.get("Item"), now, ttl, queue_ttl, callbacks
                 )
             return None
         return AcquireResult(None, seq, ahead=max(0, meta.wseq - meta.served))
@@ -1033,7 +1055,7 @@ class DynamoDBSemaphore:
         seq: int,
         now: float,
         queue_ttl: float,
-        callback_id: str | None,
+        callbacks: tuple[str, ...],
         ttl: float,
     ) -> AcquireResult | None:
         """A queued holder checks in. Returns its state, or None when its entry is gone."""
@@ -1041,7 +1063,15 @@ class DynamoDBSemaphore:
         for attempt in range(_MAX_ATTEMPTS):
             try:
                 self._transact(
-                    touch_ops(self.table_name, key, holder, seq, queue_expires, callback_id)
+                    touch_ops(
+                        self.table_name,
+                        key,
+                        holder,
+                        seq,
+                        queue_expires,
+                        callbacks[0] if callbacks else None,
+                        callbacks[1:],
+                    )
                 )
                 return AcquireResult(None, seq)
             except _Cancelled as cancelled:
@@ -1759,7 +1789,13 @@ class _Cancelled(Exception):
 
 
 def _grant_of(waiter: Waiter) -> Grant:
-    return Grant(waiter.key, waiter.holder, waiter.execution_arn, waiter.callback_id)
+    return Grant(
+        waiter.key,
+        waiter.holder,
+        waiter.execution_arn,
+        waiter.callback_id,
+        waiter.spare_callback_ids,
+    )
 
 
 def _with_grants(result: AcquireResult, grants: list[Grant]) -> AcquireResult:

@@ -151,6 +151,32 @@ def test_hand_off_to_a_dead_waiter_passes_the_slot_on(semaphore: DynamoDBSemapho
     assert semaphore.slot_count("k").count == 1
 
 
+def test_wake_up_climbs_the_ladder_to_the_callback_still_waiting(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    """A waiter records a ladder of callbacks with growing timeouts; when the first has timed
+    out, the releaser wakes the next one instead of treating the waiter as gone."""
+    waker = _FakeWaker(gone={"rung-1"}, running={})
+    limiter = DynamoDBLimiter("k", 1, semaphore=semaphore, waker=waker)
+    semaphore.acquire("k", "a", 1)
+    position = limiter.acquire("k", "w", 1, execution_arn="arn:w").position
+    assert position is not None
+    limiter.acquire(
+        "k",
+        "w",
+        1,
+        position=position,
+        callback_id="rung-1",
+        spare_callback_ids=("rung-2", "rung-3"),
+    )
+    [entry] = semaphore.waiters("k")
+    assert (entry.callback_id, entry.spare_callback_ids) == ("rung-1", ("rung-2", "rung-3"))
+    limiter.release("k", "a")
+    assert waker.woken == ["rung-1", "rung-2"]
+    [lease] = semaphore.holders("k")
+    assert lease.holder == "w" and lease.expires_at > semaphore.now() + limiter.ttl_seconds / 2
+
+
 def test_gone_callback_of_a_live_waiter_keeps_the_slot_for_a_grace_period(
     semaphore: DynamoDBSemaphore,
 ) -> None:
