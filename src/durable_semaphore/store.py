@@ -7,7 +7,7 @@ Data model (one partition per semaphore key)::
                                     expires_at (TTL), execution_arn,      a lease (st held or
                                     seq                                   granted) or a queue
                                                                           marker (st queued)
-    pk = <key>  sk = "w#<seq>"      holder, seq, qexp, lttl, cb,          the wait queue, in
+    pk = <key>  sk = "w#<seq>"      holder, seq, qexp, lttl, cb, cbs,     the wait queue, in
                                     execution_arn                         arrival order
 
 Why this shape:
