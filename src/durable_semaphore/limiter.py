@@ -24,7 +24,15 @@ from durable_semaphore.store import (
     ReleaseResult,
     _validate_ttl,
 )
-from durable_semaphore.wake import LambdaCallbackWaker, LocalSignals, WakeOutcome, Waker
+from durable_semaphore.wake import (
+    WAKER_ENV_VAR,
+    LambdaCallbackWaker,
+    LocalSignals,
+    WakeOutcome,
+    Waker,
+    wake_first_waiting,
+    waker_from_env,
+)
 from durable_semaphore.wake import local_signals as _local_signals
 
 __all__ = [
@@ -45,9 +53,6 @@ TABLE_ENV_VAR = "DURABLE_SEMAPHORE_TABLE"
 #: Slots of dead executions are recovered by the sweep and the reaper; expiry is the last resort.
 BRANCH_LEASE_TTL_SECONDS = 366 * 24 * 3600
 
-#: Environment variable choosing the default waker: ``lambda`` wakes waiters of named limiters
-#: through ``SendDurableExecutionCallbackSuccess``; unset or ``none`` means polling.
-WAKER_ENV_VAR = "DURABLE_SEMAPHORE_WAKER"
 #: Hand-offs to dead waiters passed on in one release before giving up (the rest wait for
 #: their own timeouts, which is safe, only slower).
 _MAX_PASS_ON = 10
@@ -201,15 +206,14 @@ class DynamoDBLimiter:
     def waker(self) -> Waker | None:
         """The callback waker, or None (waiters poll). ``"auto"`` reads $DURABLE_SEMAPHORE_WAKER."""
         if self._waker is None and self._waker_spec is not None:
-            spec: object = self._waker_spec
-            if spec == "auto":
-                spec = "lambda" if os.environ.get(WAKER_ENV_VAR, "").lower() == "lambda" else None
-            if spec == "lambda":
-                with self._lock:
-                    if self._waker is None:
+            with self._lock:
+                if self._waker is None:
+                    if self._waker_spec == "lambda":
                         self._waker = LambdaCallbackWaker()
-            else:
-                self._waker_spec = None
+                    else:  # "auto"
+                        self._waker = waker_from_env()
+                    if self._waker is None:
+                        self._waker_spec = None  # polling: do not look again
         return self._waker
 
     @property
@@ -294,12 +298,9 @@ class DynamoDBLimiter:
             waker = self.waker
             if waker is None or grant.callback_id is None:
                 return outcome  # the waiter finds the slot at its next check
-            # The waiter registered a ladder of callbacks with growing timeouts and waits on
-            # the first that has not timed out: wake that one.
-            for callback_id in (grant.callback_id, *grant.spare_callback_ids):
-                outcome = waker.wake(callback_id)
-                if outcome is not WakeOutcome.GONE:
-                    return outcome
+            outcome = wake_first_waiting(waker, grant)
+            if outcome is not WakeOutcome.GONE:
+                return outcome
             running = None
             probe = getattr(waker, "execution_running", None)
             if probe is not None and grant.execution_arn is not None:

@@ -51,9 +51,15 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from durable_semaphore.errors import DurableSemaphoreError
-from durable_semaphore.limiter import WAKER_ENV_VAR, resolve_table_name
+from durable_semaphore.limiter import resolve_table_name
 from durable_semaphore.store import DynamoDBSemaphore, Grant, Lease, Waiter, default_client_config
-from durable_semaphore.wake import LambdaCallbackWaker, WakeOutcome, Waker
+from durable_semaphore.wake import (
+    LambdaCallbackWaker,
+    WakeOutcome,
+    Waker,
+    wake_first_waiting,
+    waker_from_env,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
@@ -355,7 +361,7 @@ class Reaper:
             if self.waker is None or grant.callback_id is None:
                 continue
             try:
-                outcome = self.waker.wake(grant.callback_id)
+                outcome = wake_first_waiting(self.waker, grant)
             except Exception as err:  # a pluggable waker must not stop the sweep
                 outcome = WakeOutcome.FAILED
                 fields["error"] = repr(err)
@@ -470,7 +476,7 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     reaper = Reaper(
         semaphore,
         lambda_client,
-        waker=_waker_from_env(lambda_client),
+        waker=waker_from_env(lambda_client),
         release_not_found=bool(event.get("release_not_found", False)),
     )
     page_size = event.get("page_size")
@@ -480,13 +486,6 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     )
     _emit_metrics(report, os.environ.get("REAPER_METRICS_NAMESPACE", "DurableSemaphore"))
     return report.as_dict()
-
-
-def _waker_from_env(lambda_client: LambdaClient) -> Waker | None:
-    """The same switch the limiter reads, on the client the reaper already has."""
-    if os.environ.get(WAKER_ENV_VAR, "").lower() == "lambda":
-        return LambdaCallbackWaker(lambda_client)
-    return None
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -331,7 +331,10 @@ def _sweep(scope: _Scope) -> None:
             attempted += 1
             try:
                 scope.limiter.release(
-                    scope.key, entry.holder, execution_arn=scope.execution_arn, waited=True
+                    scope.key,
+                    entry.holder,
+                    execution_arn=scope.execution_arn,
+                    waited=entry.holds_slot,  # a queued entry just leaves: no queue read
                 )
             except Exception:
                 failed += 1
@@ -409,7 +412,7 @@ def _attempt(
         # The map already returned (this branch was orphaned by early completion): give the
         # slot or the queue place straight back and stop waiting for good; the branch's next
         # checkpoint is refused anyway.
-        _release_quietly(scope, holder, waited=True)
+        _release_quietly(scope, holder, waited=result.lease is not None)
         out["orphaned"] = True
         return out
     if result.lease is None:

@@ -421,6 +421,19 @@ def _queue_key(key: str, seq: int) -> dict[str, Any]:
     return {PK: {"S": key}, SK: {"S": _queue_sk(seq)}}
 
 
+def _put_new(table: str, item: dict[str, Any], *, return_old: bool = True) -> dict[str, Any]:
+    """Put ``item`` only if its key is free; the existing item comes back on refusal."""
+    put: dict[str, Any] = {
+        "TableName": table,
+        "Item": item,
+        "ConditionExpression": "attribute_not_exists(#sk)",
+        "ExpressionAttributeNames": {"#sk": SK},
+    }
+    if return_old:
+        put["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+    return {"Put": put}
+
+
 def _hint_clause(lower_hint: bool) -> tuple[str, str]:
     """(SET fragment, condition) keeping ``xh`` a lower bound of every lease's expiry.
 
@@ -466,15 +479,7 @@ def acquire_ops(
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         },
-        {
-            "Put": {
-                "TableName": table,
-                "Item": item,
-                "ConditionExpression": "attribute_not_exists(#sk)",
-                "ExpressionAttributeNames": {"#sk": SK},
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        },
+        _put_new(table, item),
     ]
 
 
@@ -518,23 +523,8 @@ def enqueue_ops(
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         },
-        {
-            "Put": {
-                "TableName": table,
-                "Item": marker,
-                "ConditionExpression": "attribute_not_exists(#sk)",
-                "ExpressionAttributeNames": {"#sk": SK},
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        },
-        {
-            "Put": {
-                "TableName": table,
-                "Item": entry,
-                "ConditionExpression": "attribute_not_exists(#sk)",
-                "ExpressionAttributeNames": {"#sk": SK},
-            }
-        },
+        _put_new(table, marker),
+        _put_new(table, entry, return_old=False),
     ]
 
 
@@ -1621,7 +1611,7 @@ class DynamoDBSemaphore:
             self._raise_table_missing(err)
             raise
 
-    def _reconcile(self, key: str, *, force: bool = False) -> _Reconciled | None:
+    def _reconcile(self, key: str, *, force: bool = False) -> ReclaimResult | None:
         """Make the counter equal the live leases, deleting (up to 99) expired items.
 
         Expired queue markers go too, with their queue entries. Returns what it did, or None
@@ -1647,7 +1637,7 @@ class DynamoDBSemaphore:
                 grants = self._fill(key, meta.limit)
             if meta.hint != hint and hint is not None:
                 self._set_hint(key, meta, hint)
-            return _Reconciled(0, 0, tuple(grants))
+            return ReclaimResult(0, 0, tuple(grants))
         # Each expired queue marker also takes its queue entry with it.
         budget = _MAX_DELETES_PER_RECONCILE
         doomed: list[dict[str, Any]] = []
@@ -1718,7 +1708,7 @@ class DynamoDBSemaphore:
         grants = []
         if meta.nwait - len(doomed_markers) > 0 and meta.limit and new_count < meta.limit:
             grants = self._fill(key, meta.limit)
-        return _Reconciled(deleted, freed, tuple(grants))
+        return ReclaimResult(deleted, freed, tuple(grants))
 
     def _set_hint(self, key: str, meta: _Meta, hint: float) -> None:
         """Raise a stale expiry hint to the true earliest expiry (version-checked)."""
@@ -1775,9 +1765,6 @@ class ReclaimResult:
     deleted: int
     freed: int
     grants: tuple[Grant, ...]
-
-
-_Reconciled = ReclaimResult
 
 
 class _Cancelled(Exception):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,21 +34,30 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
+
+    from durable_semaphore.store import Grant
 else:
     LambdaClient = Any
 
 __all__ = [
     "GONE_ERROR_CODES",
     "LIVE_EXECUTION_STATUSES",
+    "WAKER_ENV_VAR",
     "WAKE_PAYLOAD",
     "LambdaCallbackWaker",
     "LocalSignals",
     "WakeOutcome",
     "Waker",
     "local_signals",
+    "wake_first_waiting",
+    "waker_from_env",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Environment variable choosing the default waker: ``lambda`` wakes waiters of named limiters
+#: through ``SendDurableExecutionCallbackSuccess``; unset or ``none`` means polling.
+WAKER_ENV_VAR = "DURABLE_SEMAPHORE_WAKER"
 
 #: What a woken waiter receives: the slot is already its own.
 WAKE_PAYLOAD = b'{"granted": true}'
@@ -174,6 +184,29 @@ class LambdaCallbackWaker:
         except (BotoCoreError, OSError):
             return None
         return str(out.get("Status", "")) in LIVE_EXECUTION_STATUSES
+
+
+def waker_from_env(client: LambdaClient | None = None) -> Waker | None:
+    """The waker ``$DURABLE_SEMAPHORE_WAKER`` asks for (limiter and reaper read the same switch)."""
+    if os.environ.get(WAKER_ENV_VAR, "").lower() == "lambda":
+        return LambdaCallbackWaker(client)
+    return None
+
+
+def wake_first_waiting(waker: Waker, grant: Grant) -> WakeOutcome:
+    """Wake the first callback of ``grant``'s ladder that still waits.
+
+    A waiter records callbacks with growing timeouts and waits on them in order, so a timed-out
+    first rung only means "try the next". GONE comes back only when every rung is gone.
+    """
+    outcome = WakeOutcome.GONE
+    for callback_id in (grant.callback_id, *grant.spare_callback_ids):
+        if callback_id is None:
+            continue
+        outcome = waker.wake(callback_id)
+        if outcome is not WakeOutcome.GONE:
+            return outcome
+    return outcome
 
 
 class LocalSignals:
