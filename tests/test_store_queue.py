@@ -80,6 +80,32 @@ def test_overlapping_invocations_enqueue_the_same_branch_once(
     assert semaphore.slot_count("k").waiters == 1
 
 
+def test_control_distinct_branches_racing_each_get_their_own_place(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    """Control for the test above: the same race with six different holders shows six
+    entries with six distinct numbers, so that check can see a branch queued twice."""
+    semaphore.acquire("k", "holder", 1)
+    barrier = threading.Barrier(6)
+    results: list[int | None] = []
+    lock = threading.Lock()
+
+    def invocation(n: int) -> None:
+        barrier.wait()
+        got = semaphore.acquire("k", f"branch-{n}", 1)
+        with lock:
+            results.append(got.position)
+
+    threads = [threading.Thread(target=invocation, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p for p in results if p is not None) == [1, 2, 3, 4, 5, 6]
+    assert len(semaphore.waiters("k")) == 6
+    assert semaphore.slot_count("k").waiters == 6
+
+
 def test_callback_id_is_recorded_for_the_releaser(semaphore: DynamoDBSemaphore) -> None:
     semaphore.acquire("k", "a", 1)
     pos = semaphore.acquire("k", "b", 1, execution_arn="arn:exec-b").position
