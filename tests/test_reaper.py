@@ -100,7 +100,7 @@ class FakeWaker:
         self.outcome = outcome
         self.woken: list[str] = []
 
-    def wake(self, callback_id: str) -> WakeOutcome:
+    def wake(self, callback_id: str, payload: bytes = b"") -> WakeOutcome:
         self.woken.append(callback_id)
         return self.outcome
 
@@ -338,6 +338,9 @@ def test_leases_without_execution_arn_only_expire(
     assert live_holders(sem) == {holder}
 
     clock.advance(101)
+    within_margin = Reaper(sem, lam.client).reap()  # expired, but not by the skew margin
+    assert (within_margin.released_expired, within_margin.kept_no_arn) == (0, 1)
+    clock.advance(sem.clock_skew_seconds)
     second = Reaper(sem, lam.client).reap()
     assert second.released_expired == 1
     assert list(sem.scan_leases()) == []
@@ -360,7 +363,7 @@ def test_many_leases_across_scan_pages_and_executions(
                 expected_kept.add(holder)
     for branch in range(5):  # plus expired leases scattered among them
         acquire(sem, None, 100 + branch, key=f"expiring-{branch}", ttl=5)
-    clock.advance(30)
+    clock.advance(6 + sem.clock_skew_seconds)
     for arn in arns_in_scan_order(sem):
         lam.status(arn, arns[arn])
 
@@ -399,7 +402,7 @@ def test_dry_run_writes_nothing_and_reports_what_a_run_would_do(
     acquire(sem, done, 1)
     acquire(sem, running, 0)
     acquire(sem, None, 0, ttl=5)
-    clock.advance(10)
+    clock.advance(6 + sem.clock_skew_seconds)
     order = arns_in_scan_order(sem)
     for _ in range(2):  # one dry run, then a real one
         for arn in order:

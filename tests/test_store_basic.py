@@ -85,6 +85,9 @@ def test_expired_lease_stops_counting_and_acquire_reclaims_it(
     assert sem.try_acquire("k", "b", 1) is None
     clock.advance(11)
     assert sem.holders("k") == []
+    # Expired on our clock, but others reclaim it only past the skew margin.
+    assert sem.try_acquire("k", "b", 1) is None
+    clock.advance(sem.clock_skew_seconds)
     lease = sem.try_acquire("k", "b", 1)
     assert lease is not None
     assert [h.holder for h in sem.holders("k")] == ["b"]
@@ -114,6 +117,8 @@ def test_reclaim_expired_counts_and_is_idempotent(
         sem.try_acquire("k", f"s{i}", 10, ttl_seconds=5)
     sem.try_acquire("k", "long", 10, ttl_seconds=500)
     clock.advance(10)
+    assert sem.reclaim_expired("k") == 0  # within the skew margin
+    clock.advance(sem.clock_skew_seconds)
     assert sem.reclaim_expired("k") == 5
     assert sem.reclaim_expired("k") == 0
     assert sem.slot_count("k").count == 1
@@ -128,7 +133,7 @@ def test_reclaim_more_than_one_transaction_of_expired(
     sem = make_semaphore(clock)
     for i in range(130):
         sem.try_acquire("k", f"s{i}", 1000, ttl_seconds=5)
-    clock.advance(6)
+    clock.advance(6 + sem.clock_skew_seconds)
     assert sem.reclaim_expired("k") == 130
     assert sem.slot_count("k").count == 0
 
@@ -144,7 +149,7 @@ def test_ttl_deleted_items_are_repaired_when_full(
     sem = make_semaphore(clock)
     sem.try_acquire("k", "a", 2, ttl_seconds=10)
     sem.try_acquire("k", "b", 2, ttl_seconds=500)
-    clock.advance(11)
+    clock.advance(11 + sem.clock_skew_seconds)
     # Simulate the sweeper: delete the expired lease item directly.
     sem.client.delete_item(TableName=sem.table_name, Key={"pk": {"S": "k"}, "sk": {"S": "h#a"}})
     assert sem.slot_count("k").count == 2

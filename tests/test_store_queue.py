@@ -15,8 +15,10 @@ def test_waiters_queue_in_arrival_order_and_release_hands_off(
     semaphore: DynamoDBSemaphore,
 ) -> None:
     assert semaphore.acquire("k", "a", 1).held
-    positions = [semaphore.acquire("k", h, 1).position for h in ("b", "c", "d")]
-    assert positions == [1, 2, 3]
+    queued = [semaphore.acquire("k", h, 1) for h in ("b", "c", "d")]
+    positions = [q.position for q in queued]
+    assert positions == sorted(set(positions))  # numbered in arrival order
+    assert [q.ahead for q in queued] == [0, 1, 2]
     assert [w.holder for w in semaphore.waiters("k")] == ["b", "c", "d"]
 
     handed = semaphore.release_slot("k", "a")
@@ -25,7 +27,7 @@ def test_waiters_queue_in_arrival_order_and_release_hands_off(
     assert semaphore.slot_count("k").count == 1
     assert [(h.holder, h.state) for h in semaphore.holders("k")] == [("b", GRANTED)]
     # b finds the lease already its own (and claims it).
-    got = semaphore.acquire("k", "b", 1, position=1)
+    got = semaphore.acquire("k", "b", 1, position=positions[0])
     assert got.held and got.lease is not None and got.lease.state == HELD
     assert [w.holder for w in semaphore.waiters("k")] == ["c", "d"]
     assert semaphore.release_slot("k", "b").grant.holder == "c"  # type: ignore[union-attr]
@@ -40,18 +42,19 @@ def test_waiters_queue_in_arrival_order_and_release_hands_off(
 def test_newcomer_does_not_barge_ahead_of_waiters(semaphore: DynamoDBSemaphore) -> None:
     semaphore.acquire("k", "a", 2)
     semaphore.acquire("k", "b", 2)
-    assert semaphore.acquire("k", "w", 2).queued
+    w = semaphore.acquire("k", "w", 2)
+    assert w.queued and w.position is not None
     semaphore.release_slot("k", "a")  # goes to w, not to whoever asks next
     assert semaphore.try_acquire("k", "newcomer", 2) is None
     queued = semaphore.acquire("k", "newcomer", 2)
-    assert queued.queued and queued.position == 2
+    assert queued.queued and queued.position is not None and queued.position > w.position
 
 
 def test_enqueue_is_idempotent_per_holder(semaphore: DynamoDBSemaphore) -> None:
     semaphore.acquire("k", "a", 1)
     first = semaphore.acquire("k", "b", 1)
     again = semaphore.acquire("k", "b", 1)  # a replay, without knowing its position
-    assert first.position == again.position == 1
+    assert first.position is not None and first.position == again.position
     assert semaphore.slot_count("k").waiters == 1
     assert len(semaphore.waiters("k")) == 1
 
@@ -101,7 +104,7 @@ def test_control_distinct_branches_racing_each_get_their_own_place(
         t.start()
     for t in threads:
         t.join()
-    assert sorted(p for p in results if p is not None) == [1, 2, 3, 4, 5, 6]
+    assert None not in results and len(set(results)) == 6
     assert len(semaphore.waiters("k")) == 6
     assert semaphore.slot_count("k").waiters == 6
 
@@ -129,8 +132,11 @@ def test_dead_waiter_is_skipped(
     assert sem.waiters("k") == []
     assert sem.slot_count("k").waiters == 0
     # The dead waiter, should it come back, queues again at the back.
+    later = sem.acquire("k", "later", 1, queue_ttl_seconds=100)
     back = sem.acquire("k", "dead", 1, position=1)
-    assert back.queued and back.position == 3
+    assert back.queued and later.position is not None and back.position is not None
+    assert back.position > later.position
+    assert [w.holder for w in sem.waiters("k")] == ["later", "dead"]
 
 
 def test_revoke_passes_an_unclaimed_grant_on_and_never_a_claimed_one(
@@ -168,7 +174,7 @@ def test_expired_lease_with_waiters_is_handed_to_the_oldest(
     sem = make_semaphore(clock)
     sem.acquire("k", "short", 1, ttl_seconds=5)
     sem.acquire("k", "w1", 1, queue_ttl_seconds=3600)
-    clock.advance(6)
+    clock.advance(6 + sem.clock_skew_seconds)
     # A newcomer's refusal notices the expiry; the freed slot goes to w1, not to it.
     late = sem.acquire("k", "late", 1, queue_ttl_seconds=3600)
     assert late.queued
@@ -199,3 +205,17 @@ def test_contended_wait_costs_a_constant_number_of_requests(
     with count_requests(semaphore.client) as seen:
         assert semaphore.release_slot("k", "h0", waiters_likely=True).grant is not None
     assert dict(seen) == {"Query": 1, "TransactWriteItems": 1}
+
+
+def test_the_oldest_waiter_releasing_itself_just_leaves_the_queue(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    """With ``waiters_likely`` a release reads the queue first; when the head is the caller
+    itself there is no slot to hand over (and no item to touch twice)."""
+    semaphore.acquire("k", "a", 1)
+    semaphore.acquire("k", "b", 1)
+    semaphore.acquire("k", "c", 1)
+    out = semaphore.release_slot("k", "b", waiters_likely=True)
+    assert out.left_queue and not out.released and out.grant is None
+    assert [w.holder for w in semaphore.waiters("k")] == ["c"]
+    assert semaphore.release_slot("k", "a", waiters_likely=True).grant.holder == "c"  # type: ignore[union-attr]

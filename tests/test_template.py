@@ -431,7 +431,7 @@ def test_limiter_policy_covers_exactly_the_store_calls_of_the_sdk_integration(
         assert sem.renew("k", "a", 100) is not None
         assert sem.try_acquire("k", "b", 2, ttl_seconds=10) is not None
         assert sem.try_acquire("k", "c", 2) is None  # full: reconcile finds nothing to free
-        clock.advance(20)  # b expires
+        clock.advance(20 + sem.clock_skew_seconds)  # b expires, beyond the skew margin
         assert sem.try_acquire("k", "c", 2) is not None  # full by counter: reconcile frees b
         assert [lease.holder for lease in sem.holders("k")] == ["a", "c"]
         assert sem.release("k", "a") is True
@@ -440,6 +440,8 @@ def test_limiter_policy_covers_exactly_the_store_calls_of_the_sdk_integration(
         clock.advance(10)
         assert sem.release("k", "d") is False  # expired: cleaned up on the way
         assert sem.reclaim_expired("k") == 0
+        assert sem.release("k", "c") is True
+        assert sem.forget_if_idle("k") is True  # the sweep drops a finished map's counter
     assert rec.actions == ddb_actions_of(template, "ExampleFunctionRole")
     assert "Scan" not in rec.operations  # only the reaper scans
 
@@ -458,7 +460,7 @@ def test_reaper_policy_covers_exactly_the_reaper_calls(
     # a callback: the release hands it the slot, and the reaper wakes it.
     assert sem.try_acquire("w", f"{arn}#m#2", 1, execution_arn=arn) is not None
     assert sem.acquire("w", "waiter", 1, callback_id="Y2I=", queue_ttl_seconds=3600).queued
-    clock.advance(10)
+    clock.advance(10 + sem.clock_skew_seconds)
     lam = boto3.client("lambda", region_name="us-east-1")
     called = _record_lambda_calls(lam)
     stub = Stubber(lam)

@@ -217,7 +217,10 @@ class Reaper:
                 queued.add((lease.key, lease.holder))
             else:
                 report.scanned += 1
-            if not lease.is_live(now):
+            # Another client's lease is reclaimable only once expired by more than the skew
+            # margin (see DynamoDBSemaphore); a queue marker is judged without it.
+            margin = 0.0 if waiting else self.semaphore.clock_skew_seconds
+            if lease.expires_at + margin <= now:
                 # Reclaim removes expired markers with their queue entries, so a key whose only
                 # expired items are markers is reclaimed too.
                 expired = expired_by_key.setdefault(lease.key, _Expired())

@@ -17,8 +17,9 @@ Why this shape:
   puts the holder item and bumps the counter in one transaction, so the same holder can never
   be counted twice (``attribute_not_exists`` on its item) and a release that does not find its
   item changes nothing.
-* The wait queue is FIFO across every client of the key. ``wseq`` numbers arrivals; a waiter's
-  ``w#<seq>`` item sorts by arrival, so the oldest waiter is one ``Query ... Limit`` away. Its
+* The wait queue is FIFO across every client of the key. A waiter's ``w#<seq>`` item is
+  numbered by its arrival time (``wseq`` counts arrivals), so it sorts by arrival and the oldest
+  waiter is one ``Query ... Limit`` away; waiters arriving together never race for a number. Its
   ``h#<holder>`` marker (st ``queued``) makes enqueueing idempotent per holder: a replay or an
   overlapping invocation finds the marker and never queues twice.
 * **Hand-off.** Releasing a slot while someone waits gives it to the oldest live waiter in the
@@ -44,6 +45,7 @@ import contextlib
 import dataclasses
 import math
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -52,7 +54,14 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from durable_semaphore import observability
 from durable_semaphore.errors import (
@@ -85,6 +94,11 @@ _SEQ_WIDTH = 20
 HELD = "held"
 QUEUED = "queued"
 GRANTED = "granted"
+#: The fencing token of a lease: fresh for every grant (a generation), so an owner can tell its
+#: lease from a later one under the same holder id. Items written before tokens have none.
+TOKEN_ATTRIBUTE = "tok"
+#: Others reclaim a lease only once it is expired by more than this (clocks differ).
+DEFAULT_CLOCK_SKEW_SECONDS = 30.0
 
 #: The key schema shared by :meth:`DynamoDBSemaphore.create_table` and template.yaml.
 KEY_SCHEMA: list[dict[str, str]] = [
@@ -114,6 +128,45 @@ _MAX_ATTEMPTS = 50
 _HEADS_PER_QUERY = 4
 
 
+_TRANSIENT_AWS_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+        "LimitExceededException",
+    }
+)
+
+
+def is_transient_error(exc: Exception) -> bool:
+    """True for store errors worth another attempt later (throttling, 5xx, connection and
+    streaming failures, lost races) rather than failing the caller."""
+    if isinstance(exc, ContentionError):
+        return True
+    if isinstance(exc, DurableSemaphoreError):
+        return False  # our refusals (missing table, bad argument) do not heal by waiting
+    if isinstance(
+        exc,
+        EndpointConnectionError
+        | ConnectionClosedError
+        | ConnectTimeoutError
+        | ReadTimeoutError
+        | ResponseStreamingError,
+    ):
+        return True
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return code in _TRANSIENT_AWS_CODES or status >= 500
+    return False
+
+
 def default_client_config() -> Config:
     """Botocore's standard retry mode: it retries throttling, 5xx and connection resets."""
     return Config(
@@ -136,6 +189,9 @@ class Lease:
     expires_at: float
     execution_arn: str | None = None
     state: str = HELD
+    #: The lease's generation: pass it to ``release``/``renew`` so that a lease you no longer
+    #: own (expired and granted again under the same holder id) is never touched by you.
+    token: str | None = None
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
@@ -173,6 +229,8 @@ class Grant:
     execution_arn: str | None
     callback_id: str | None
     spare_callback_ids: tuple[str, ...] = ()
+    #: The fencing token of the granted lease (the waiter may be told it with the wake-up).
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +381,31 @@ def _validate_ttl(ttl_seconds: object, name: str = "ttl_seconds") -> float:
     return float(ttl_seconds)
 
 
+def validate_clock_skew(clock_skew_seconds: object) -> float:
+    """The skew margin: a finite number of seconds >= 0 (0 trusts every clock exactly)."""
+    if (
+        isinstance(clock_skew_seconds, bool)
+        or not isinstance(clock_skew_seconds, int | float)
+        or not math.isfinite(clock_skew_seconds)
+        or not 0 <= clock_skew_seconds <= MAX_TTL_SECONDS
+    ):
+        raise InvalidArgumentError(
+            "clock_skew_seconds",
+            clock_skew_seconds,
+            f"must be a number of seconds in [0, {MAX_TTL_SECONDS:,}]",
+        )
+    return float(clock_skew_seconds)
+
+
+def _validate_token(token: object) -> str | None:
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token or len(token) > 128:
+        raise InvalidArgumentError("token", token, "must be a lease's token (a string) or None")
+    _utf8("token", token)
+    return token
+
+
 def _validate_arn(execution_arn: object) -> str | None:
     if execution_arn is None:
         return None
@@ -375,7 +458,13 @@ def _lease_from_item(item: Mapping[str, Any]) -> Lease:
         expires_at=float(item[TTL_ATTRIBUTE]["N"]),
         execution_arn=arn,
         state=_state(item),
+        token=item.get(TOKEN_ATTRIBUTE, {}).get("S"),
     )
+
+
+def new_token() -> str:
+    """A fresh fencing token (128 random bits)."""
+    return uuid.uuid4().hex
 
 
 def _waiter_from_item(item: Mapping[str, Any]) -> Waiter:
@@ -487,25 +576,25 @@ def enqueue_ops(
     table: str,
     key: str,
     limit: int,
-    seen_wseq: int,
     marker: dict[str, Any],
     entry: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Join the queue at ``seen_wseq + 1``: only while the key is full or others already wait
-    (so a waiter never sits behind a free slot), and only if nobody took that number first."""
+    """Join the queue under the entry's own number: only while the key is full or others
+    already wait (so a waiter never sits behind a free slot). Arrivals are counted in
+    ``wseq``; nothing here depends on another arrival's number, so waiters that arrive
+    together all get in at their first attempt."""
     must_wait = "(#c >= :limit OR #nw > :zero)"
-    number_unchanged = "#ws = :seen" if seen_wseq else "(attribute_not_exists(#ws) OR #ws = :seen)"
     return [
         {
             "Update": {
                 "TableName": table,
                 "Key": _meta_key(key),
                 "UpdateExpression": (
-                    "SET #ws = :next, #nw = if_not_exists(#nw, :zero) + :one, "
+                    "SET #ws = if_not_exists(#ws, :zero) + :one, "
+                    "#nw = if_not_exists(#nw, :zero) + :one, "
                     "#v = if_not_exists(#v, :zero) + :one, #lim = :limit"
                 ),
-                "ConditionExpression": f"attribute_exists(#c) AND {must_wait} AND "
-                + number_unchanged,
+                "ConditionExpression": f"attribute_exists(#c) AND {must_wait}",
                 "ExpressionAttributeNames": {
                     "#c": "count",
                     "#v": "ver",
@@ -517,8 +606,6 @@ def enqueue_ops(
                     ":zero": {"N": "0"},
                     ":one": {"N": "1"},
                     ":limit": {"N": str(limit)},
-                    ":seen": {"N": str(seen_wseq)},
-                    ":next": {"N": str(seen_wseq + 1)},
                 },
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
@@ -529,20 +616,45 @@ def enqueue_ops(
 
 
 def _lease_delete(
-    table: str, key: str, holder: str, now: float, *, only_granted: bool
+    table: str,
+    key: str,
+    holder: str,
+    now: float,
+    *,
+    only_granted: bool,
+    token: str | None = None,
+    seen_expiry: float | None = None,
 ) -> dict[str, Any]:
-    """Delete a live lease item (held or granted; with ``only_granted``, an unclaimed grant)."""
+    """Delete a live lease item (held or granted; with ``only_granted``, an unclaimed grant).
+
+    ``token`` fences: only that generation of the lease is deleted. ``seen_expiry`` deletes an
+    owner's lease that has expired on its own clock but is still counted (others wait for the
+    skew margin before reclaiming it), as long as it is still the item the owner saw.
+    """
     if only_granted:
         state_ok, state = "#st = :state", GRANTED
     else:
         state_ok, state = "(attribute_not_exists(#st) OR #st <> :state)", QUEUED
+    names = {"#sk": SK, "#e": TTL_ATTRIBUTE, "#st": "st"}
+    values: dict[str, Any] = {":state": {"S": state}}
+    if seen_expiry is None:
+        alive = "#e > :now"
+        values[":now"] = _num(now)
+    else:
+        alive = "#e = :seen"
+        values[":seen"] = _num(seen_expiry)
+    condition = f"attribute_exists(#sk) AND {alive} AND {state_ok}"
+    if token is not None:
+        condition += " AND #tok = :tok"
+        names["#tok"] = TOKEN_ATTRIBUTE
+        values[":tok"] = {"S": token}
     return {
         "Delete": {
             "TableName": table,
             "Key": _holder_key(key, holder),
-            "ConditionExpression": f"attribute_exists(#sk) AND #e > :now AND {state_ok}",
-            "ExpressionAttributeNames": {"#sk": SK, "#e": TTL_ATTRIBUTE, "#st": "st"},
-            "ExpressionAttributeValues": {":now": _num(now), ":state": {"S": state}},
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
     }
@@ -555,12 +667,22 @@ def release_ops(
     now: float,
     *,
     only_granted: bool = False,
+    token: str | None = None,
+    seen_expiry: float | None = None,
 ) -> list[dict[str, Any]]:
     """Free a slot when nobody waits: delete the lease, count down."""
     names = {"#c": "count", "#v": "ver", "#nw": "nwait"}
     values: dict[str, Any] = {":zero": {"N": "0"}, ":one": {"N": "1"}}
     return [
-        _lease_delete(table, key, holder, now, only_granted=only_granted),
+        _lease_delete(
+            table,
+            key,
+            holder,
+            now,
+            only_granted=only_granted,
+            token=token,
+            seen_expiry=seen_expiry,
+        ),
         {
             "Update": {
                 "TableName": table,
@@ -585,19 +707,33 @@ def handoff_ops(
     limit: int | None = None,
     lower_hint: bool = False,
     only_granted: bool = False,
+    grant_token: str,
+    releaser_token: str | None = None,
+    seen_expiry: float | None = None,
 ) -> list[dict[str, Any]]:
     """Pass a slot to ``waiter`` (the oldest live one) in one transaction.
 
     With ``releaser``, its lease is deleted and the count stays: the slot moves, it is never
     free for a newcomer. Without one, a free slot (count below ``limit``) is filled instead.
-    The waiter's marker becomes a ``granted`` lease living ``lease_ttl_seconds`` from now.
+    The waiter's marker becomes a ``granted`` lease living ``lease_ttl_seconds`` from now, of
+    generation ``grant_token``.
     Items, in order: [releaser delete], queue item delete, marker update, counter update.
     """
     expires_at = math.ceil(now + waiter.lease_ttl_seconds)
     hint_set, hint_cond = _hint_clause(lower_hint)
     ops: list[dict[str, Any]] = []
     if releaser is not None:
-        ops.append(_lease_delete(table, key, releaser, now, only_granted=only_granted))
+        ops.append(
+            _lease_delete(
+                table,
+                key,
+                releaser,
+                now,
+                only_granted=only_granted,
+                token=releaser_token,
+                seen_expiry=seen_expiry,
+            )
+        )
     ops.append(
         {
             "Delete": {
@@ -613,13 +749,14 @@ def handoff_ops(
             "Update": {
                 "TableName": table,
                 "Key": _holder_key(key, waiter.holder),
-                "UpdateExpression": "SET #st = :granted, #e = :exp, #at = :now",
+                "UpdateExpression": "SET #st = :granted, #e = :exp, #at = :now, #tok = :tok",
                 "ConditionExpression": "#st = :queued AND #seq = :seq",
                 "ExpressionAttributeNames": {
                     "#st": "st",
                     "#e": TTL_ATTRIBUTE,
                     "#at": "acquired_at",
                     "#seq": "seq",
+                    "#tok": TOKEN_ATTRIBUTE,
                 },
                 "ExpressionAttributeValues": {
                     ":granted": {"S": GRANTED},
@@ -627,6 +764,7 @@ def handoff_ops(
                     ":exp": _num(expires_at),
                     ":now": _num(now),
                     ":seq": {"N": str(waiter.seq)},
+                    ":tok": {"S": grant_token},
                 },
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
@@ -757,6 +895,11 @@ class DynamoDBSemaphore:
 
     Thread-safe as far as boto3 clients are (a client may be shared between threads).
     ``clock`` returns epoch seconds; inject one to test expiry without sleeping.
+
+    Clocks differ between clients, so expiry is judged with a margin: an owner treats its
+    lease as ending at ``expires_at`` (its renew and release use its own clock), but others
+    reclaim it only once it is expired by more than ``clock_skew_seconds``. No slot is ever
+    over-admitted while the clocks of the clients sharing a key differ by less than that.
     """
 
     def __init__(
@@ -767,9 +910,11 @@ class DynamoDBSemaphore:
         endpoint_url: str | None = None,
         region_name: str | None = None,
         clock: Callable[[], float] = time.time,
+        clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
     ) -> None:
         if not isinstance(table_name, str) or not (3 <= len(table_name) <= 255):
             raise InvalidArgumentError("table_name", table_name, "must be 3 to 255 characters")
+        self.clock_skew_seconds = validate_clock_skew(clock_skew_seconds)
         self.table_name = table_name
         if client is None:
             client = boto3.client(
@@ -780,6 +925,8 @@ class DynamoDBSemaphore:
             )
         self.client: DynamoDBClient = client
         self._clock = clock
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
 
     # ------------------------------------------------------------------ table
 
@@ -902,6 +1049,7 @@ class DynamoDBSemaphore:
                     return _with_grants(touched, grants)
                 position = None  # the entry is gone: acquire or queue afresh
             expires_at = math.ceil(now + ttl)
+            token = new_token()
             item: dict[str, Any] = {
                 PK: {"S": key},
                 SK: {"S": HOLDER_PREFIX + holder},
@@ -909,6 +1057,7 @@ class DynamoDBSemaphore:
                 "st": {"S": HELD},
                 "acquired_at": _num(now),
                 TTL_ATTRIBUTE: _num(expires_at),
+                TOKEN_ATTRIBUTE: {"S": token},
             }
             if execution_arn is not None:
                 item["execution_arn"] = {"S": execution_arn}
@@ -916,10 +1065,17 @@ class DynamoDBSemaphore:
                 self._transact(
                     acquire_ops(self.table_name, key, item, limit, expires_at, lower_hint)
                 )
+                lease = Lease(key, holder, now, float(expires_at), execution_arn, HELD, token)
+                if not lease.is_live(self._clock()):
+                    # The answer came back after the lease ended (botocore retried across an
+                    # outage longer than the TTL): never hand out a lease that is already over.
+                    seen = {TTL_ATTRIBUTE: _num(expires_at), TOKEN_ATTRIBUTE: {"S": token}}
+                    revived = self._revive(key, holder, seen, self._clock(), ttl)
+                    if revived is None:
+                        continue  # reclaimed meanwhile: compete again
+                    return AcquireResult(revived, None, tuple(grants))
                 observability.lease_acquired(key, holder)
-                return AcquireResult(
-                    Lease(key, holder, now, float(expires_at), execution_arn), None, tuple(grants)
-                )
+                return AcquireResult(lease, None, tuple(grants))
             except _Cancelled as cancelled:
                 meta_reason, holder_reason = cancelled.reasons
                 if _failed(holder_reason):
@@ -940,7 +1096,7 @@ class DynamoDBSemaphore:
                         _backoff(attempt)
                     lower_hint = wanted
                     continue
-                if meta.may_hold_expired(now):
+                if meta.may_hold_expired(now - self.clock_skew_seconds):
                     outcome = self._reconcile(key)
                     if outcome is None:
                         _backoff(attempt)
@@ -979,14 +1135,79 @@ class DynamoDBSemaphore:
         if state == QUEUED:
             seq = int(existing["seq"]["N"])
             return self._touch(key, holder, seq, now, queue_ttl, callbacks, ttl)
-        if float(existing[TTL_ATTRIBUTE]["N"]) <= now:
-            self._reconcile(key)  # our own expired lease still occupies its item: clear it
+        expires_at = float(existing[TTL_ATTRIBUTE]["N"])
+        if expires_at <= now:
+            if expires_at + self.clock_skew_seconds > now:
+                # Our own lease expired, but within the skew margin nobody else may reclaim
+                # it, so its slot is still ours to take again (as a new generation).
+                revived = self._revive(key, holder, existing, now, ttl)
+                return AcquireResult(revived) if revived is not None else None
+            self._reconcile(key)  # reclaimable by anyone: clear it, then compete as a newcomer
             return None
         if state == GRANTED:
             claimed = self._claim(key, holder, now, ttl)
             return AcquireResult(claimed) if claimed is not None else None
         renewed = self.renew(key, holder, ttl)
         return AcquireResult(renewed) if renewed is not None else None
+
+    def _next_seq(self, now: float) -> int:
+        """A waiter's queue number: its arrival time in microseconds, times 1,000, plus a
+        random tiebreak; strictly increasing within this store object.
+
+        Time-based, so concurrent arrivals never compete for one number (a shared counter
+        made all but one of them retry). The order is arrival order up to the clients' clock
+        differences: a client whose clock is behind joins ahead of waiters that arrived
+        within that difference, which costs fairness, never safety.
+        """
+        base = int(now * 1_000_000) * 1000 + random.randrange(1000)
+        with self._seq_lock:
+            self._last_seq = max(base, self._last_seq + 1)
+            return self._last_seq
+
+    def _revive(
+        self, key: str, holder: str, existing: Mapping[str, Any], now: float, ttl: float
+    ) -> Lease | None:
+        """Renew the holder's expired-but-counted lease item as a fresh lease (new token).
+
+        Safe whatever the clocks say: the item still exists, so its slot is still counted and
+        nobody else can have been admitted to it. None when the item changed meanwhile (the
+        condition includes the token when ``existing`` has one).
+        """
+        condition = "#e = :seen AND #st <> :queued"
+        extra: dict[str, Any] = {}
+        if TOKEN_ATTRIBUTE in existing:
+            condition += " AND #tok = :seen_tok"
+            extra[":seen_tok"] = existing[TOKEN_ATTRIBUTE]
+        try:
+            out = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_holder_key(key, holder),
+                UpdateExpression="SET #st = :held, #e = :exp, #at = :now, #tok = :tok",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={
+                    "#st": "st",
+                    "#e": TTL_ATTRIBUTE,
+                    "#at": "acquired_at",
+                    "#tok": TOKEN_ATTRIBUTE,
+                },
+                ExpressionAttributeValues={
+                    ":held": {"S": HELD},
+                    ":queued": {"S": QUEUED},
+                    ":exp": _num(math.ceil(now + ttl)),
+                    ":now": _num(now),
+                    ":tok": {"S": new_token()},
+                    ":seen": existing[TTL_ATTRIBUTE],
+                    **extra,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+            return None
+        observability.lease_acquired(key, holder)
+        return _lease_from_item(out["Attributes"])
 
     def _enqueue(
         self,
@@ -1000,8 +1221,8 @@ class DynamoDBSemaphore:
         execution_arn: str | None,
         callbacks: tuple[str, ...],
     ) -> AcquireResult | None:
-        """Join the queue behind ``meta.wseq``; None when the number was taken or a slot freed."""
-        seq = meta.wseq + 1
+        """Join the queue; None when a slot freed meanwhile (or, rarely, the number was taken)."""
+        seq = self._next_seq(now)
         queue_expires = math.ceil(now + queue_ttl)
         marker: dict[str, Any] = {
             PK: {"S": key},
@@ -1028,7 +1249,7 @@ class DynamoDBSemaphore:
             entry["cb"] = {"S": callbacks[0]}
             entry["cbs"] = {"L": [{"S": spare} for spare in callbacks[1:]]}
         try:
-            self._transact(enqueue_ops(self.table_name, key, limit, meta.wseq, marker, entry))
+            self._transact(enqueue_ops(self.table_name, key, limit, marker, entry))
         except _Cancelled as cancelled:
             holder_reason = cancelled.reasons[1]
             if _failed(holder_reason) and holder_reason.get("Item") is not None:
@@ -1164,35 +1385,49 @@ class DynamoDBSemaphore:
         return False
 
     def renew(
-        self, key: str, holder: str, ttl_seconds: float = DEFAULT_TTL_SECONDS
+        self,
+        key: str,
+        holder: str,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        *,
+        token: str | None = None,
     ) -> Lease | None:
         """Extend a live lease to at least now + ``ttl_seconds``; never takes a new slot.
 
         Returns the lease, or None if ``holder`` holds no live lease on ``key`` (a queue entry
-        is not a lease). Expiry is only ever moved later, so a short-TTL renew cannot cut a
-        longer lease short.
+        is not a lease), or, with ``token``, none of that generation. Expiry is only ever moved
+        later, so a short-TTL renew cannot cut a longer lease short. Without ``token`` any live
+        lease of the holder is extended (admin use).
         """
         _validate_key(key)
         _validate_holder(holder)
         ttl = _validate_ttl(ttl_seconds)
+        _validate_token(token)
         now = self._clock()
         expires_at = math.ceil(now + ttl)
+        condition = (
+            "attribute_exists(#sk) AND #e > :now AND #e < :exp AND "
+            "(attribute_not_exists(#st) OR #st <> :queued)"
+        )
+        names = {"#e": TTL_ATTRIBUTE, "#sk": SK, "#st": "st"}
+        values: dict[str, Any] = {
+            ":exp": _num(expires_at),
+            ":now": _num(now),
+            ":queued": {"S": QUEUED},
+        }
+        if token is not None:
+            condition += " AND #tok = :tok"
+            names["#tok"] = TOKEN_ATTRIBUTE
+            values[":tok"] = {"S": token}
         try:
             out = self._call(
                 "update_item",
                 TableName=self.table_name,
                 Key=_holder_key(key, holder),
                 UpdateExpression="SET #e = :exp",
-                ConditionExpression=(
-                    "attribute_exists(#sk) AND #e > :now AND #e < :exp AND "
-                    "(attribute_not_exists(#st) OR #st <> :queued)"
-                ),
-                ExpressionAttributeNames={"#e": TTL_ATTRIBUTE, "#sk": SK, "#st": "st"},
-                ExpressionAttributeValues={
-                    ":exp": _num(expires_at),
-                    ":now": _num(now),
-                    ":queued": {"S": QUEUED},
-                },
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
@@ -1201,22 +1436,33 @@ class DynamoDBSemaphore:
             if _error_code(err) != "ConditionalCheckFailedException":
                 raise
             old: dict[str, Any] | None = err.response.get("Item")  # type: ignore[assignment]
-            if old is not None and _state(old) != QUEUED and float(old[TTL_ATTRIBUTE]["N"]) > now:
+            if (
+                old is not None
+                and _state(old) != QUEUED
+                and float(old[TTL_ATTRIBUTE]["N"]) > now
+                and (token is None or old.get(TOKEN_ATTRIBUTE, {}).get("S") == token)
+            ):
                 return _lease_from_item(old)  # already lives at least that long
             return None
 
     # ------------------------------------------------------------ releasing
 
-    def release(self, key: str, holder: str) -> bool:
+    def release(self, key: str, holder: str, *, token: str | None = None) -> bool:
         """Free ``holder``'s slot (handing it to the oldest waiter, if any). Idempotent: True
         only if this call released a live lease.
 
-        Releasing a lease that is not held, was already released, or has expired returns False
-        and leaves the count right (an expired lease's item is cleaned up on the way). A queued
-        holder leaves the queue (also False: it held no slot). Use :meth:`release_slot` to learn
-        which waiter received the slot, so it can be woken.
+        Pass the lease's ``token``: a lease you no longer own is never freed by you. With it,
+        a lease of another generation under the same holder id (yours expired, and the holder
+        id acquired again) is left alone and False returned. Without it (admin use, as
+        ``durable-semaphore release`` does) whatever the holder id holds now is released.
+
+        Releasing a lease that is not held or was already released returns False and leaves
+        the count right; an owner's lease that expired on its own clock is still removed (it
+        is counted until then) but reported False. A queued holder leaves the queue (also
+        False: it held no slot). Use :meth:`release_slot` to learn which waiter received the
+        slot, so it can be woken.
         """
-        return self.release_slot(key, holder).released
+        return self.release_slot(key, holder, token=token).released
 
     def release_slot(
         self,
@@ -1224,15 +1470,20 @@ class DynamoDBSemaphore:
         holder: str,
         *,
         waiters_likely: bool = False,
+        token: str | None = None,
     ) -> ReleaseResult:
         """Free ``holder``'s slot; with waiters, hand it to the oldest live one.
 
-        ``waiters_likely`` (the caller had to wait itself, say) starts with the queue read
-        instead of the optimistic no-waiter release: 2 requests instead of 3 under contention.
+        ``token`` fences as in :meth:`release`. ``waiters_likely`` (the caller had to wait
+        itself, say) starts with the queue read instead of the optimistic no-waiter release:
+        2 requests instead of 3 under contention.
         """
         _validate_key(key)
         _validate_holder(holder)
-        return self._release(key, holder, waiters_likely=waiters_likely, only_granted=False)
+        _validate_token(token)
+        return self._release(
+            key, holder, waiters_likely=waiters_likely, only_granted=False, token=token
+        )
 
     def revoke(self, key: str, holder: str) -> ReleaseResult:
         """Take back a slot handed to ``holder`` that it has not claimed yet, passing it on.
@@ -1252,8 +1503,12 @@ class DynamoDBSemaphore:
         *,
         waiters_likely: bool,
         only_granted: bool,
+        token: str | None = None,
     ) -> ReleaseResult:
         counted_waiters = False
+        # Set once the holder's lease turns out expired (on our clock) but still counted: it
+        # is then removed by exactly that expiry, and the result says it was not live.
+        seen_expiry: float | None = None
         for attempt in range(_MAX_ATTEMPTS):
             now = self._clock()
             if waiters_likely:
@@ -1266,7 +1521,25 @@ class DynamoDBSemaphore:
                 if not heads[0].is_live(now):
                     self._drop_waiter(key, heads[0])
                     continue
-                outcome = self._handoff(key, holder, heads[0], now, only_granted=only_granted)
+                if heads[0].holder == holder:
+                    # The "releaser" is itself the oldest waiter: it holds no slot, so it just
+                    # leaves the queue (a hand-off to itself would touch its item twice).
+                    if token is not None or only_granted:
+                        return ReleaseResult(False)
+                    self._leave_queue(key, holder, heads[0].seq)
+                    return ReleaseResult(False, left_queue=True)
+                outcome = self._handoff(
+                    key,
+                    holder,
+                    heads[0],
+                    now,
+                    only_granted=only_granted,
+                    token=token,
+                    seen_expiry=seen_expiry,
+                )
+                if isinstance(outcome, float):
+                    seen_expiry = outcome
+                    continue
                 if outcome is not None:
                     return outcome
                 continue
@@ -1278,16 +1551,27 @@ class DynamoDBSemaphore:
                         holder,
                         now,
                         only_granted=only_granted,
+                        token=token,
+                        seen_expiry=seen_expiry,
                     )
                 )
                 observability.lease_released(key, holder)
-                return ReleaseResult(True)
+                return ReleaseResult(seen_expiry is None)
             except _Cancelled as cancelled:
                 lease_reason, meta_reason = cancelled.reasons
                 if _failed(lease_reason):
-                    return self._not_released(
-                        key, holder, lease_reason.get("Item"), now, only_granted=only_granted
+                    result = self._not_released(
+                        key,
+                        holder,
+                        lease_reason.get("Item"),
+                        now,
+                        only_granted=only_granted,
+                        token=token,
                     )
+                    if isinstance(result, float):
+                        seen_expiry = result
+                        continue
+                    return result
                 if _failed(meta_reason):
                     meta = _Meta.parse(meta_reason.get("Item"))
                     if meta.nwait > 0:
@@ -1308,16 +1592,24 @@ class DynamoDBSemaphore:
         now: float,
         *,
         only_granted: bool,
-    ) -> ReleaseResult:
-        """The holder's item was not a (releasable) lease: explain and tidy what it was."""
+        token: str | None,
+    ) -> ReleaseResult | float:
+        """The holder's item was not a (releasable) lease: explain and tidy what it was.
+
+        Returns the item's expiry instead when it is the caller's own lease, expired on our
+        clock but still counted: the caller then removes it by that expiry.
+        """
         if existing is None or only_granted:
             return ReleaseResult(False)  # a revoke never touches a claimed lease or a waiter
+        if token is not None and existing.get(TOKEN_ATTRIBUTE, {}).get("S") != token:
+            return ReleaseResult(False)  # another generation: not ours to free (nor to dequeue)
         if _state(existing) == QUEUED:
             seq = int(existing["seq"]["N"])
             self._leave_queue(key, holder, seq)
             return ReleaseResult(False, left_queue=True)
-        if float(existing[TTL_ATTRIBUTE]["N"]) <= now:
-            self._reconcile(key)  # expired but still present: clear it now
+        expires_at = float(existing[TTL_ATTRIBUTE]["N"])
+        if expires_at <= now:
+            return expires_at
         return ReleaseResult(False)
 
     def _handoff(
@@ -1328,9 +1620,13 @@ class DynamoDBSemaphore:
         now: float,
         *,
         only_granted: bool,
-    ) -> ReleaseResult | None:
-        """One hand-off from ``releaser`` to ``waiter``; None means "read the queue again"."""
+        token: str | None = None,
+        seen_expiry: float | None = None,
+    ) -> ReleaseResult | float | None:
+        """One hand-off from ``releaser`` to ``waiter``; None means "read the queue again",
+        a float "remove the releaser's expired lease by this expiry" (see ``_not_released``)."""
         lower_hint = False
+        grant_token = new_token()
         for _ in range(2):
             ops = handoff_ops(
                 self.table_name,
@@ -1340,6 +1636,9 @@ class DynamoDBSemaphore:
                 now,
                 lower_hint=lower_hint,
                 only_granted=only_granted,
+                grant_token=grant_token,
+                releaser_token=token,
+                seen_expiry=seen_expiry,
             )
             try:
                 self._transact(ops)
@@ -1347,7 +1646,12 @@ class DynamoDBSemaphore:
                 lease_reason, entry_reason, marker_reason, meta_reason = cancelled.reasons
                 if _failed(lease_reason):
                     return self._not_released(
-                        key, releaser, lease_reason.get("Item"), now, only_granted=only_granted
+                        key,
+                        releaser,
+                        lease_reason.get("Item"),
+                        now,
+                        only_granted=only_granted,
+                        token=token,
                     )
                 if _failed(entry_reason):
                     return None  # someone else served this waiter
@@ -1370,7 +1674,7 @@ class DynamoDBSemaphore:
                 return None
             observability.lease_released(key, releaser)
             observability.lease_acquired(key, waiter.holder)
-            return ReleaseResult(True, _grant_of(waiter))
+            return ReleaseResult(seen_expiry is None, _grant_of(waiter, grant_token))
         return None
 
     def _fill(self, key: str, limit: int) -> list[Grant]:
@@ -1387,8 +1691,16 @@ class DynamoDBSemaphore:
             if not waiter.is_live(now):
                 self._drop_waiter(key, waiter)
                 continue
+            grant_token = new_token()
             ops = handoff_ops(
-                self.table_name, key, None, waiter, now, limit=limit, lower_hint=lower_hint
+                self.table_name,
+                key,
+                None,
+                waiter,
+                now,
+                limit=limit,
+                lower_hint=lower_hint,
+                grant_token=grant_token,
             )
             try:
                 self._transact(ops)
@@ -1407,7 +1719,7 @@ class DynamoDBSemaphore:
                 continue
             lower_hint = False
             observability.lease_acquired(key, waiter.holder)
-            grants.append(_grant_of(waiter))
+            grants.append(_grant_of(waiter, grant_token))
         return grants
 
     def _drop_waiter(self, key: str, waiter: Waiter) -> None:
@@ -1502,12 +1814,15 @@ class DynamoDBSemaphore:
         ]
 
     def reclaim_expired(self, key: str) -> int:
-        """Delete the expired leases of ``key`` and fix its counter. Returns leases removed.
+        """Free the slots of expired leases of ``key`` and fix its counter. Returns the number
+        of slots freed.
 
-        Slots freed while others wait are handed to them; :meth:`reclaim` also returns those
-        grants so the caller can wake the waiters.
+        That counts leases this call deleted and leases DynamoDB's TTL sweeper deleted before
+        the counter learned of it. A lease counts as expired here only once it is expired by
+        more than ``clock_skew_seconds``. Slots freed while others wait are handed to them;
+        :meth:`reclaim` also returns those grants so the caller can wake the waiters.
         """
-        return self.reclaim(key).deleted
+        return self.reclaim(key).freed
 
     def reclaim(self, key: str) -> ReclaimResult:
         """Like :meth:`reclaim_expired`, with the slots freed and the waiters granted."""
@@ -1621,15 +1936,25 @@ class DynamoDBSemaphore:
         makes it safe against concurrent writers: each one bumps ``ver``.
         """
         now = self._clock()
+        # Another client's lease is expired only by more than the skew margin on our clock;
+        # queue markers are judged without it (a waiter dropped early only loses its place).
+        cutoff = now - self.clock_skew_seconds
+
+        def deadline(item: Mapping[str, Any]) -> float:
+            return now if _state(item) == QUEUED else cutoff
+
         meta_item = self._call(
             "get_item", TableName=self.table_name, Key=_meta_key(key), ConsistentRead=True
         ).get("Item")
         meta = _Meta.parse(meta_item)
         items = list(self._query_items(key, HOLDER_PREFIX, keys_only=True))
         leases = [i for i in items if _state(i) != QUEUED]
-        expired = [i for i in items if float(i[TTL_ATTRIBUTE]["N"]) <= now]
-        live_leases = [i for i in leases if float(i[TTL_ATTRIBUTE]["N"]) > now]
+        expired = [i for i in items if float(i[TTL_ATTRIBUTE]["N"]) <= deadline(i)]
+        live_leases = [i for i in leases if float(i[TTL_ATTRIBUTE]["N"]) > cutoff]
         hint = min((float(i[TTL_ATTRIBUTE]["N"]) for i in live_leases), default=None)
+        if not items and meta.exists and meta.count == 0 and meta.nwait <= 0:
+            self._delete_idle_counter(key, meta)
+            return ReclaimResult(0, 0, ())
         if not expired and meta.count == len(live_leases) and not force:
             observability.lease_in_flight(key, meta.count)
             grants: list[Grant] = []
@@ -1676,16 +2001,28 @@ class DynamoDBSemaphore:
         else:
             meta_update["ConditionExpression"] = "#v = :v"
             meta_update["ExpressionAttributeValues"][":v"] = {"N": str(meta.version)}
-        ops: list[dict[str, Any]] = [{"Update": meta_update}]
+        meta_op: dict[str, Any] = {"Update": meta_update}
+        if new_count == 0 and len(doomed) == len(items) and meta_item is not None:
+            # Nothing is left on the key: delete its counter instead of keeping a zero.
+            meta_op = {
+                "Delete": {
+                    "TableName": self.table_name,
+                    "Key": _meta_key(key),
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "ver"},
+                    "ExpressionAttributeValues": {":v": {"N": str(meta.version)}},
+                }
+            }
+        ops: list[dict[str, Any]] = [meta_op]
         for item in doomed:
             ops.append(
                 {
                     "Delete": {
                         "TableName": self.table_name,
                         "Key": {PK: {"S": key}, SK: item[SK]},
-                        "ConditionExpression": "#e <= :now",
+                        "ConditionExpression": "#e <= :deadline",
                         "ExpressionAttributeNames": {"#e": TTL_ATTRIBUTE},
-                        "ExpressionAttributeValues": {":now": _num(now)},
+                        "ExpressionAttributeValues": {":deadline": _num(deadline(item))},
                     }
                 }
             )
@@ -1709,6 +2046,41 @@ class DynamoDBSemaphore:
         if meta.nwait - len(doomed_markers) > 0 and meta.limit and new_count < meta.limit:
             grants = self._fill(key, meta.limit)
         return ReclaimResult(deleted, freed, tuple(grants))
+
+    def forget_if_idle(self, key: str) -> bool:
+        """Delete the counter item of ``key`` if no lease is counted and nobody waits.
+
+        One conditional request. A key's counter outlives its last lease (deleting it with the
+        last release would cost every release that empties a key a second request); call this
+        when a key's users are done with it (the SDK integration does, when a map or parallel
+        with a per-operation key returns), so finished keys leave nothing for the reaper's
+        Scan to read. Harmless if the key is in use again: an acquire recreates the counter.
+        """
+        _validate_key(key)
+        return self._delete_idle_counter(key, None)
+
+    def _delete_idle_counter(self, key: str, meta: _Meta | None) -> bool:
+        condition = "#c <= :zero AND (attribute_not_exists(#nw) OR #nw <= :zero)"
+        names = {"#c": "count", "#nw": "nwait"}
+        values: dict[str, Any] = {":zero": {"N": "0"}}
+        if meta is not None:
+            condition += " AND #v = :v"
+            names["#v"] = "ver"
+            values[":v"] = {"N": str(meta.version)}
+        try:
+            self._call(
+                "delete_item",
+                TableName=self.table_name,
+                Key=_meta_key(key),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
 
     def _set_hint(self, key: str, meta: _Meta, hint: float) -> None:
         """Raise a stale expiry hint to the true earliest expiry (version-checked)."""
@@ -1775,13 +2147,14 @@ class _Cancelled(Exception):
         self.reasons = reasons
 
 
-def _grant_of(waiter: Waiter) -> Grant:
+def _grant_of(waiter: Waiter, token: str) -> Grant:
     return Grant(
         waiter.key,
         waiter.holder,
         waiter.execution_arn,
         waiter.callback_id,
         waiter.spare_callback_ids,
+        token,
     )
 
 
