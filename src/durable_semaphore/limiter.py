@@ -15,6 +15,15 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from durable_semaphore.errors import InvalidArgumentError
+from durable_semaphore.hold import (
+    DEFAULT_HOLD_TTL_SECONDS,
+    DEFAULT_MAX_POLL_SECONDS,
+    HOLD_SIGNAL_SCOPE,
+    Hold,
+    P,
+    R,
+    holding,
+)
 from durable_semaphore.store import (
     DEFAULT_TABLE_NAME,
     MAX_LIMIT,
@@ -23,6 +32,7 @@ from durable_semaphore.store import (
     Grant,
     ReleaseResult,
     _validate_ttl,
+    validate_clock_skew,
 )
 from durable_semaphore.wake import (
     WAKER_ENV_VAR,
@@ -113,6 +123,8 @@ class DynamoDBLimiter:
         wake_callbacks: int = 4,
         local_wait_seconds: float = 2.0,
         signals: LocalSignals | None = None,
+        clock_skew_seconds: float | None = None,
+        release_after_checkpoint: bool = True,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise InvalidArgumentError("name", name, "must be a non-empty string or None")
@@ -160,6 +172,25 @@ class DynamoDBLimiter:
             raise InvalidArgumentError(
                 "semaphore", semaphore, "pass either semaphore or table_name/client, not both"
             )
+        if clock_skew_seconds is not None:
+            validate_clock_skew(clock_skew_seconds)
+            if semaphore is not None:
+                raise InvalidArgumentError(
+                    "clock_skew_seconds",
+                    clock_skew_seconds,
+                    "set it on the DynamoDBSemaphore you pass (semaphore=), not on both",
+                )
+        #: Others reclaim a lease only once it is expired by more than this (None: the
+        #: store's default, 30 s). See :class:`DynamoDBSemaphore`.
+        self.clock_skew_seconds = clock_skew_seconds
+        if not isinstance(release_after_checkpoint, bool):
+            raise InvalidArgumentError(
+                "release_after_checkpoint", release_after_checkpoint, "must be True or False"
+            )
+        #: A branch releases its slot only after a checkpoint proves its invocation is still
+        #: the live one (one durable step per branch), so a superseded invocation never frees
+        #: a slot the newer one still uses. False saves the step and leaves that window open.
+        self.release_after_checkpoint = release_after_checkpoint
         self.name = name
         self.limit = limit
         self.table_name = table_name
@@ -195,8 +226,13 @@ class DynamoDBLimiter:
         if self._semaphore is None:
             with self._lock:
                 if self._semaphore is None:
+                    kwargs: dict[str, Any] = {}
+                    if self.clock_skew_seconds is not None:
+                        kwargs["clock_skew_seconds"] = self.clock_skew_seconds
                     self._semaphore = DynamoDBSemaphore(
-                        table_name=resolve_table_name(self.table_name), client=self.client
+                        table_name=resolve_table_name(self.table_name),
+                        client=self.client,
+                        **kwargs,
                     )
         return self._semaphore
 
@@ -275,12 +311,14 @@ class DynamoDBLimiter:
         *,
         execution_arn: str | None = None,
         waited: bool = False,
+        token: str | None = None,
     ) -> ReleaseResult:
         """Free ``holder``'s slot, hand it to the oldest waiter and wake that waiter.
 
         ``waited`` (this holder had to queue) predicts waiters, which saves a request.
+        ``token`` (the lease's) makes sure only that generation of the lease is freed.
         """
-        result = self.semaphore.release_slot(key, holder, waiters_likely=waited)
+        result = self.semaphore.release_slot(key, holder, waiters_likely=waited, token=token)
         if result.grant is not None:
             self.wake(result.grant, releaser_arn=execution_arn)
         return result
@@ -292,6 +330,10 @@ class DynamoDBLimiter:
         """
         outcome: WakeOutcome | None = None
         for _ in range(_MAX_PASS_ON):
+            if grant.execution_arn is None and self.signals.wake(
+                HOLD_SIGNAL_SCOPE, grant.key, grant.holder
+            ):
+                return WakeOutcome.DELIVERED  # a blocking hold waiting in this process
             same_execution = grant.execution_arn is not None and grant.execution_arn == releaser_arn
             if same_execution and self.signals.wake(grant.execution_arn, grant.key, grant.holder):
                 return WakeOutcome.DELIVERED
@@ -318,6 +360,45 @@ class DynamoDBLimiter:
                 return outcome
             grant = passed.grant
         return outcome
+
+    # -- blocking holds ------------------------------------------------------------------------
+
+    def hold(
+        self,
+        timeout: float | None = None,
+        *,
+        holder: str | None = None,
+        ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
+        max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+    ) -> Hold:
+        """A slot of this named limiter for a ``with`` block outside map/parallel: waits in
+        the FIFO queue up to ``timeout`` seconds (None: forever), else raises
+        :class:`~durable_semaphore.errors.AcquireTimeoutError`. See :mod:`durable_semaphore.hold`.
+        """
+        return Hold(
+            self,
+            timeout=timeout,
+            holder=holder,
+            ttl_seconds=ttl_seconds,
+            max_poll_seconds=max_poll_seconds,
+        )
+
+    def holding(
+        self,
+        timeout: float | None = None,
+        *,
+        holder: Callable[..., str] | None = None,
+        ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
+        max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator form of :meth:`hold`: every call of the function holds its own slot."""
+        return holding(
+            self,
+            timeout,
+            holder=holder,
+            ttl_seconds=ttl_seconds,
+            max_poll_seconds=max_poll_seconds,
+        )
 
     # -- scope ---------------------------------------------------------------------------------
 
@@ -355,10 +436,11 @@ class DynamoDBLimiter:
         return f"{execution_arn}{_SEPARATOR}{operation_id}{_SEPARATOR}"
 
     @classmethod
-    def holder_id(cls, execution_arn: str, operation_id: str, branch_operation_id: str) -> str:
-        """Deterministic holder id of one branch: the same on every replay and in every
-        overlapping invocation, so neither can take a second slot."""
-        return cls.holder_prefix(execution_arn, operation_id) + branch_operation_id
+    def holder_id(cls, execution_arn: str, operation_id: str, branch: str) -> str:
+        """Deterministic holder id of one branch (``branch`` is its index in the map): the same
+        on every replay and in every overlapping invocation, so neither can take a second
+        slot."""
+        return cls.holder_prefix(execution_arn, operation_id) + branch
 
     # -- backoff -------------------------------------------------------------------------------
 

@@ -85,6 +85,10 @@ class LeaseObserver(Protocol):
     def in_flight(self, key: str, count: int) -> None:
         """``key`` had ``count`` live leases when the store last counted them."""
 
+    def lost(self, key: str, holder: str) -> None:
+        """``holder`` found its lease gone (swept, reaped, expired or released by someone
+        else) while its work still ran: that work ran without a slot."""
+
 
 _observer: LeaseObserver | None = None
 
@@ -138,6 +142,14 @@ def lease_in_flight(key: str, count: int) -> None:
     observer = _observer
     if observer is not None:
         _safely(observer.in_flight, key, count)
+
+
+def lease_lost(key: str, holder: str) -> None:
+    """For the SDK integration and ``hold()``: a holder's lease was gone while it worked."""
+    observer = _observer
+    lost = getattr(observer, "lost", None)  # observers written before this hook lack it
+    if lost is not None:
+        _safely(lost, key, holder)
 
 
 def _safely(method: Any, *args: Any) -> None:
@@ -274,6 +286,11 @@ class PowertoolsObserver:
 
     def in_flight(self, key: str, count: int) -> None:
         self._metric("InFlight", "Count", count, key)
+
+    def lost(self, key: str, holder: str) -> None:
+        if self.logger is not None:
+            self.logger.warning("lease lost", extra={"key": key, "holder": holder})
+        self._metric("LeaseLost", "Count", 1, key, holder)
 
 
 def enable(

@@ -26,9 +26,10 @@ by early completion) are swept by holder-id prefix.
 
 Why wrap branches instead of subclassing the executor: the SDK's plugins only observe, and the
 executor has no admission hook, so gating there needs private names that changed between 1.x
-and 3.x. Wrapping the branch function uses public API (``wait_for_condition``) on both lines.
-The few private reads left (the next operation id, the branch context's id prefix) are checked
-against each other at run time and fail loudly if the SDK changes them.
+and 3.x. Wrapping the branch function uses public API (``wait_for_condition``) on every line.
+The few private reads left (the next operation id, the branch context's id prefix) live in
+:mod:`durable_semaphore._sdk_compat`, are verified at install, and are checked against each
+other at run time, failing loudly if the SDK changes them.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import inspect
+import json
 import logging
 import re
 import threading
@@ -59,9 +60,8 @@ from aws_durable_execution_sdk_python.waits import (
     WaitForConditionDecision,
 )
 
-from durable_semaphore import observability
+from durable_semaphore import _sdk_compat, observability
 from durable_semaphore.errors import (
-    ContentionError,
     DurableSemaphoreError,
     UnsupportedSDKVersionError,
 )
@@ -71,10 +71,12 @@ from durable_semaphore.limiter import (
     resolve_limiter,
     validate_limiter_spec,
 )
+from durable_semaphore.store import is_transient_error
 
 __all__ = [
     "ACQUIRE_OPERATION_NAME",
     "CHECK_OPERATION_NAME",
+    "RELEASE_OPERATION_NAME",
     "SUPPORTED_SDK_RANGE",
     "WAIT_OPERATION_NAME",
     "MapConfig",
@@ -99,6 +101,8 @@ ACQUIRE_OPERATION_NAME = "durable-semaphore-acquire"
 WAIT_OPERATION_NAME = "durable-semaphore-wait"
 #: The step that records that callback on the branch's queue entry (and checks it again).
 CHECK_OPERATION_NAME = "durable-semaphore-check"
+#: The step a finished branch checkpoints before it releases its slot (see ``_release_gated``).
+RELEASE_OPERATION_NAME = "durable-semaphore-release"
 _HOOK_SENTINEL = "__durable_semaphore_hook__"
 
 
@@ -205,15 +209,13 @@ class _Scope:
     limit: int
     held_outside: frozenset[str]
     closed: threading.Event = dataclasses.field(default_factory=threading.Event)
+    #: A branch released a slot in this process: the map ran here, not only replayed, so its
+    #: end is when the per-operation key's counter can go.
+    released_here: bool = False
 
     @property
     def holder_prefix(self) -> str:
         return self.limiter.holder_prefix(self.execution_arn, self.operation_id)
-
-    def branch_operation_id(self, index: int) -> str:
-        # The SDK derives a branch's id from the map's id and the branch index; this is the
-        # same derivation, cross-checked against the branch context in _run_gated.
-        return hashlib.blake2b(f"{self.operation_id}-{index}".encode()).hexdigest()[:64]
 
 
 def _execution_arn(ctx: DurableContext) -> str:
@@ -224,63 +226,9 @@ def _execution_arn(ctx: DurableContext) -> str:
     return str(arn)
 
 
-def _next_operation_id(ctx: DurableContext) -> str:
-    """The id the next operation on ``ctx`` (the map/parallel we are about to call) will take."""
-    peek = getattr(ctx, "_peek_next_operation_id", None)
-    if peek is None:  # pragma: no cover - guarded by the version check
-        raise UnsupportedSDKVersionError(
-            "DurableContext._peek_next_operation_id is missing; this SDK version is not supported"
-        )
-    return str(peek())
-
-
-_TRANSIENT_AWS_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-        "LimitExceededException",
-    }
-)
-
-
-def _is_transient(exc: Exception) -> bool:
-    """True for store errors worth another attempt later rather than failing the branch."""
-    if isinstance(exc, ContentionError):
-        return True
-    if isinstance(exc, DurableSemaphoreError):
-        return False  # our refusals (missing table, bad argument) do not heal by waiting
-    try:
-        from botocore.exceptions import (
-            ClientError,
-            ConnectionClosedError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            ReadTimeoutError,
-            ResponseStreamingError,
-        )
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        return False
-    if isinstance(
-        exc,
-        EndpointConnectionError
-        | ConnectionClosedError
-        | ConnectTimeoutError
-        | ReadTimeoutError
-        | ResponseStreamingError,
-    ):
-        return True
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        return code in _TRANSIENT_AWS_CODES or status >= 500
-    return False
+#: Store errors worth another attempt later rather than failing the branch (one rule for the
+#: SDK integration and ``hold()``; it lives with the store).
+_is_transient = is_transient_error
 
 
 def _is_terminal(exc: BaseException) -> bool:
@@ -299,14 +247,43 @@ def _is_terminal(exc: BaseException) -> bool:
     return isinstance(exc, OrphanedChildException)
 
 
-def _release_quietly(scope: _Scope, holder: str, *, waited: bool) -> None:
+def _release_quietly(
+    scope: _Scope,
+    holder: str,
+    *,
+    waited: bool,
+    token: str | None = None,
+    report_lost: bool = True,
+) -> None:
+    """Release once the branch is terminal. With the lease's ``token``, a lease this branch
+    no longer owns is never freed, and finding it gone is reported as a lost lease (unless
+    ``report_lost`` is False: a replay repeating a release an earlier invocation made)."""
     try:
-        scope.limiter.release(scope.key, holder, execution_arn=scope.execution_arn, waited=waited)
+        result = scope.limiter.release(
+            scope.key, holder, execution_arn=scope.execution_arn, waited=waited, token=token
+        )
     except Exception:
         # A failed release leaks the slot only until the map's sweep, the reaper or expiry.
         logger.warning(
             "durable-semaphore: release of %s on %s failed", holder, scope.key, exc_info=True
         )
+        return
+    scope.released_here = True
+    if report_lost and token is not None and not result.released and not result.left_queue:
+        _lease_lost(scope, holder, "at release")
+
+
+def _lease_lost(scope: _Scope, holder: str, when: str) -> None:
+    """The branch ran (part of) its body without its slot: swept, reaped, expired, or released
+    by an operator or an overlapping invocation. Nothing to undo, but it must be visible."""
+    logger.warning(
+        "durable-semaphore: %s no longer held its lease on %s %s (swept, reaped, expired or "
+        "released by an operator or an overlapping invocation); its body ran without a slot",
+        holder,
+        scope.key,
+        when,
+    )
+    observability.lease_lost(scope.key, holder)
 
 
 def _sweep(scope: _Scope) -> None:
@@ -351,6 +328,13 @@ def _sweep(scope: _Scope) -> None:
             failed,
             attempted,
         )
+    elif not scope.limiter.is_named and scope.released_here:
+        # The map's own key is done with: drop its counter, so finished maps leave nothing
+        # behind (one conditional request per map that ran here, none on later replays).
+        try:
+            scope.limiter.semaphore.forget_if_idle(scope.key)
+        except Exception:
+            logger.warning("durable-semaphore: could not drop %s", scope.key, exc_info=True)
 
 
 def _attempt(
@@ -420,7 +404,9 @@ def _attempt(
         out["queued"] = out["queued"] or result.queued
         return out
     observability.lease_waited(scope.key, holder, max(0.0, sem.now() - first_at))
-    out.update(held=True, position=None, expires_at=result.lease.expires_at)
+    out.update(
+        held=True, position=None, expires_at=result.lease.expires_at, token=result.lease.token
+    )
     return out
 
 
@@ -498,31 +484,50 @@ def _wait_by_callback(
         if state.get("held") or state.get("orphaned"):
             break
         woken = False
+        payload: Any = None
         for callback in ladder:
             try:
-                callback.result()
+                payload = callback.result()
             except CallbackError:
                 continue  # timed out (maybe a lost wake-up): wait on the next one
             woken = True
             break
         if woken:
-            # The releaser handed us the slot in the same transaction that freed it.
-            state = {**state, "held": True, "position": None, "woken": True}
+            # The releaser handed us the slot in the same transaction that freed it, and sent
+            # the lease's fencing token with the wake-up.
+            token = _token_of(payload)
+            state = {**state, "held": True, "position": None, "woken": True, "token": token}
         # else: every callback timed out: check the store again and set up a new ladder.
     return state, ran
 
 
+def _token_of(payload: Any) -> str | None:
+    """The fencing token in a wake-up's callback result: the SDK hands the result back as
+    sent (JSON text) or already decoded, depending on its version and serdes."""
+    if isinstance(payload, bytes | bytearray):
+        payload = payload.decode("utf-8", "replace")
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None
+    token = payload.get("token") if isinstance(payload, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
 def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[], R]) -> R:
     """Acquire (durably), run ``body`` while holding the lease, release on a terminal outcome."""
-    branch_op_id = scope.branch_operation_id(index)
-    actual = getattr(ctx, "_step_id_prefix", None)
-    if isinstance(actual, str) and actual != branch_op_id:
+    expected = _sdk_compat.branch_operation_id(scope.operation_id, index)
+    actual = _sdk_compat.branch_context_id(ctx)
+    if actual != expected:
         raise DurableSemaphoreError(
-            f"branch {index} has operation id {actual!r}, expected {branch_op_id!r} for map/"
+            f"branch {index} has operation id {actual!r}, expected {expected!r} for map/"
             f"parallel {scope.operation_id!r}; was the same context used from several threads "
             "at once? The limiter cannot tell which map this branch belongs to"
         )
-    holder = scope.limiter.holder_id(scope.execution_arn, scope.operation_id, branch_op_id)
+    # The index (public: the SDK passes it to map functions) identifies the branch within its
+    # map as well as its operation id does, and reads better in `durable-semaphore status`.
+    holder = scope.limiter.holder_id(scope.execution_arn, scope.operation_id, str(index))
     limiter = scope.limiter
     if limiter.uses_callbacks:
         state, checked_here = _wait_by_callback(scope, ctx, holder)
@@ -534,18 +539,52 @@ def _run_gated(scope: _Scope, ctx: DurableContext, index: int, body: Callable[[]
         _renew_on_replay(scope, holder, state)
 
     waited = bool(state.get("queued"))
-    token = _HELD_KEYS.set(scope.held_outside | {scope.key})
+    lease_token = state.get("token")
+    held = _HELD_KEYS.set(scope.held_outside | {scope.key})
     try:
         with limiter.signals.running(scope.execution_arn, scope.key):
             result = body()
     except BaseException as exc:
         if _is_terminal(exc):
-            _release_quietly(scope, holder, waited=waited)
+            barrier = not isinstance(exc, OrphanedChildException)  # its map already returned
+            _release_gated(scope, ctx, holder, waited, lease_token, barrier=barrier)
         raise
     finally:
-        _HELD_KEYS.reset(token)
-    _release_quietly(scope, holder, waited=waited)
+        _HELD_KEYS.reset(held)
+    _release_gated(scope, ctx, holder, waited, lease_token, barrier=True)
     return result
+
+
+def _release_gated(
+    scope: _Scope,
+    ctx: DurableContext,
+    holder: str,
+    waited: bool,
+    token: str | None,
+    *,
+    barrier: bool,
+) -> None:
+    """Release a finished branch's slot, behind a synchronous checkpoint.
+
+    An invocation that a newer one superseded keeps running until its next checkpoint is
+    refused. If it finished the branch body and released at once, it would free the slot
+    while the newer invocation still runs the same branch. So the release waits for one
+    checkpoint (a no-op step, ``durable-semaphore-release``): a superseded invocation is
+    refused there and never releases; the live one releases after it. On replay the step is
+    not checkpointed again, and the release repeats harmlessly (fenced by the token).
+    ``DynamoDBLimiter(release_after_checkpoint=False)`` skips the step: one durable
+    operation less per branch, and the window above stays open.
+    """
+    ran_here = True
+    if barrier and scope.limiter.release_after_checkpoint:
+        ran_here = False
+
+        def checkpoint(_step_ctx: Any) -> None:
+            nonlocal ran_here
+            ran_here = True
+
+        ctx.step(checkpoint, name=RELEASE_OPERATION_NAME)
+    _release_quietly(scope, holder, waited=waited, token=token, report_lost=ran_here)
 
 
 def _renew_on_replay(scope: _Scope, holder: str, state: dict[str, Any]) -> None:
@@ -563,8 +602,8 @@ def _renew_on_replay(scope: _Scope, holder: str, state: dict[str, Any]) -> None:
     if expires_at is None and state.get("woken"):
         return  # handed over moments ago with a fresh lifetime
     try:
-        if sem.renew(scope.key, holder, ttl) is None:
-            logger.warning("durable-semaphore: %s no longer holds %s on replay", holder, scope.key)
+        if sem.renew(scope.key, holder, ttl, token=state.get("token")) is None:
+            _lease_lost(scope, holder, "on replay")
     except Exception:
         logger.warning("durable-semaphore: renew of %s failed", holder, exc_info=True)
 
@@ -574,7 +613,7 @@ def _open_scope(ctx: DurableContext, config: MapConfig[Any] | ParallelConfig) ->
     if limiter is None:
         return None
     arn = _execution_arn(ctx)
-    operation_id = _next_operation_id(ctx)
+    operation_id = _sdk_compat.next_operation_id(ctx)
     key = limiter.scope_key(arn, operation_id)
     held = _HELD_KEYS.get()
     if key in held:
@@ -632,11 +671,8 @@ def _wrap_map(original: Callable[..., Any]) -> Callable[..., Any]:
         def gated_item(child: DurableContext, item: Any, index: int, items: Sequence[Any]) -> Any:
             return _run_gated(scope, child, index, lambda: func(child, item, index, items))
 
-        # The SDK names the map after func._original_name when no name is given; keep it.
-        original_name = getattr(func, "_original_name", None)
-        if original_name is not None:
-            gated_item._original_name = original_name  # type: ignore[attr-defined]
-        bound.arguments["func"] = gated_item
+        # The SDK names an unnamed map after an attribute of its function; keep them all.
+        bound.arguments["func"] = _sdk_compat.carry_attributes(gated_item, func)
         return _call_and_sweep(scope, lambda: original(*bound.args, **bound.kwargs))
 
     setattr(map_hook, _HOOK_SENTINEL, True)
@@ -684,8 +720,10 @@ def _wrap_parallel(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install() -> None:
-    """Check the SDK version and wrap ``DurableContext.map``/``.parallel`` (idempotent)."""
-    check_sdk_version()
+    """Check the SDK version and the private reads we rely on, then wrap
+    ``DurableContext.map``/``.parallel`` (idempotent)."""
+    version = check_sdk_version()
+    _sdk_compat.verify(f"{SDK_DISTRIBUTION} {version}")
     with _install_lock:
         if not getattr(DurableContext.map, _HOOK_SENTINEL, False):
             DurableContext.map = _wrap_map(DurableContext.map)  # type: ignore[method-assign]

@@ -22,6 +22,7 @@ store again: the slot is already its own, or it waits again.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import threading
@@ -85,8 +86,8 @@ class WakeOutcome(enum.Enum):
 class Waker(Protocol):
     """Completes a waiting branch's callback. Implementations must be thread-safe."""
 
-    def wake(self, callback_id: str) -> WakeOutcome:
-        """Complete ``callback_id`` successfully; never raise."""
+    def wake(self, callback_id: str, payload: bytes = WAKE_PAYLOAD) -> WakeOutcome:
+        """Complete ``callback_id`` successfully with ``payload`` (JSON); never raise."""
         ...
 
 
@@ -142,10 +143,10 @@ class LambdaCallbackWaker:
                     )
         return self._client
 
-    def wake(self, callback_id: str) -> WakeOutcome:
+    def wake(self, callback_id: str, payload: bytes = WAKE_PAYLOAD) -> WakeOutcome:
         try:
             self.client.send_durable_execution_callback_success(
-                CallbackId=callback_id, Result=WAKE_PAYLOAD
+                CallbackId=callback_id, Result=payload
             )
             return WakeOutcome.DELIVERED
         except ClientError as err:
@@ -193,6 +194,14 @@ def waker_from_env(client: LambdaClient | None = None) -> Waker | None:
     return None
 
 
+def wake_payload(grant: Grant) -> bytes:
+    """The callback result a woken waiter reads: its lease's fencing token, so it can release
+    exactly the generation it was handed without another request."""
+    if grant.token is None:
+        return WAKE_PAYLOAD
+    return json.dumps({"granted": True, "token": grant.token}).encode()
+
+
 def wake_first_waiting(waker: Waker, grant: Grant) -> WakeOutcome:
     """Wake the first callback of ``grant``'s ladder that still waits.
 
@@ -200,10 +209,11 @@ def wake_first_waiting(waker: Waker, grant: Grant) -> WakeOutcome:
     first rung only means "try the next". GONE comes back only when every rung is gone.
     """
     outcome = WakeOutcome.GONE
+    payload = wake_payload(grant)
     for callback_id in (grant.callback_id, *grant.spare_callback_ids):
         if callback_id is None:
             continue
-        outcome = waker.wake(callback_id)
+        outcome = waker.wake(callback_id, payload)
         if outcome is not WakeOutcome.GONE:
             return outcome
     return outcome

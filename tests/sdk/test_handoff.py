@@ -65,8 +65,19 @@ def _run_shared(
 def test_executions_sharing_a_limit_hand_off_through_callbacks(
     semaphore: DynamoDBSemaphore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    tokens: list[str | None] = []
+    original_release = sdk._release_quietly
+
+    def spy(scope: Any, holder: str, *, token: str | None = None, **options: Any) -> None:
+        tokens.append(token)
+        original_release(scope, holder, token=token, **options)
+
+    monkeypatch.setattr(sdk, "_release_quietly", spy)
     result, histories = _run_shared(semaphore, monkeypatch, items=6, executions=4)
     assert result.succeeded
+    # Every branch releases by its lease's fencing token, woken ones included (the releaser
+    # sent it with the wake-up).
+    assert len(tokens) == 24 and all(tokens), tokens
     assert result.wake_mode == "callback"
     assert 2 <= result.peak_in_flight <= LIMIT, result.peak_in_flight
     assert result.leases_left == 0 and result.waiters_left == 0
@@ -92,7 +103,7 @@ class _LosingWaker:
         self.lost = 0
         self._lock = threading.Lock()
 
-    def wake(self, callback_id: str) -> WakeOutcome:
+    def wake(self, callback_id: str, payload: bytes = b"") -> WakeOutcome:
         with self._lock:
             self.lost += 1
         return WakeOutcome.DELIVERED
@@ -124,7 +135,7 @@ class _FakeWaker:
         self.running = running
         self.woken: list[str] = []
 
-    def wake(self, callback_id: str) -> WakeOutcome:
+    def wake(self, callback_id: str, payload: bytes = b"") -> WakeOutcome:
         self.woken.append(callback_id)
         return WakeOutcome.GONE if callback_id in self.gone else WakeOutcome.DELIVERED
 

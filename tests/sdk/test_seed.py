@@ -8,12 +8,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aws_durable_execution_sdk_python import DurableContext, durable_execution
 from aws_durable_execution_sdk_python.config import Duration
 from aws_durable_execution_sdk_python.lambda_service import OperationStatus
 from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
-from durable_semaphore import MapConfig
+from durable_semaphore import DynamoDBLimiter, MapConfig
 from tests.sdk.observe import peak_of
 
 N = 100
@@ -142,10 +143,15 @@ def test_observer_catches_a_violation_control(limiter_env: Any) -> None:
     assert peak_of(res, "WaitOperation") > LIMIT
 
 
-def test_one_extra_durable_operation_per_branch(limiter_env: Any) -> None:
-    """When the lease is free at once, the limiter adds exactly one operation per branch: the
-    ``wait_for_condition`` that acquired it (a STEP with sub type WaitForCondition)."""
+@pytest.mark.parametrize("release_after_checkpoint", [True, False])
+def test_extra_durable_operations_per_branch(
+    limiter_env: Any, release_after_checkpoint: bool
+) -> None:
+    """When the lease is free at once, the limiter adds one operation per branch, the
+    ``wait_for_condition`` that acquired it (a STEP with sub type WaitForCondition), plus the
+    release checkpoint (a step) unless ``release_after_checkpoint=False``."""
     n = 8
+    limiter = DynamoDBLimiter(release_after_checkpoint=release_after_checkpoint)
 
     def make(limited: bool) -> Callable[..., Any]:
         @durable_execution
@@ -154,13 +160,14 @@ def test_one_extra_durable_operation_per_branch(limiter_env: Any) -> None:
                 ctx.wait(Duration.from_seconds(1))
                 return x
 
-            config = MapConfig(max_concurrency=n, limiter="dynamodb" if limited else None)
+            config = MapConfig(max_concurrency=n, limiter=limiter if limited else None)
             return context.map(list(range(n)), item, config=config).get_results()
 
         return handler
 
     counts = {}
     extra: list[Any] = []
+    releases: list[Any] = []
     for limited in (False, True):
         with DurableFunctionTestRunner(handler=make(limited)) as runner:
             res = runner.run(input="{}", execution_timeout=60)
@@ -171,7 +178,10 @@ def test_one_extra_durable_operation_per_branch(limiter_env: Any) -> None:
         counts[limited] = len(ops)
         if limited:
             extra = [op for op in ops if op.name == "durable-semaphore-acquire"]
-    assert counts[True] - counts[False] == n
+            releases = [op for op in ops if op.name == "durable-semaphore-release"]
+    per_branch = 2 if release_after_checkpoint else 1
+    assert counts[True] - counts[False] == per_branch * n
     assert len(extra) == n
+    assert len(releases) == (n if release_after_checkpoint else 0)
     assert all(op.sub_type == "WaitForCondition" for op in extra)
     assert all(op.status is OperationStatus.SUCCEEDED for op in extra)
