@@ -4,6 +4,7 @@
 """
 
 from durable_semaphore.errors import (
+    AcquireTimeoutError,
     ContentionError,
     DurableSemaphoreError,
     InvalidArgumentError,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_TABLE_NAME",
     "DEFAULT_TTL_SECONDS",
+    "AcquireTimeoutError",
     "ContentionError",
     "DurableSemaphoreError",
     "DynamoDBLimiter",

@@ -51,3 +51,19 @@ class ContentionError(DurableSemaphoreError):
     This is not "the semaphore is full" (that is ``try_acquire`` returning None); it means the
     bounded internal retries for reconciling the slot count were exhausted.
     """
+
+
+class AcquireTimeoutError(DurableSemaphoreError):
+    """No slot was free within the timeout of a blocking hold; its queue place was given up.
+
+    ``key`` is the semaphore key, ``timeout`` the seconds waited, and ``position`` the queue
+    sequence number the waiter last had (None if it never had to queue), so a caller can log
+    how far it got without parsing the message.
+    """
+
+    def __init__(self, key: str, timeout: float, position: int | None) -> None:
+        self.key = key
+        self.timeout = timeout
+        self.position = position
+        where = f" (queue position {position})" if position is not None else ""
+        super().__init__(f"no slot on {key!r} within {timeout:g} s{where}")

@@ -1,0 +1,439 @@
+"""Holding a slot from plain code: a blocking acquire with a timeout, as a context manager.
+
+For code that is not a map or parallel branch: a Lambda handler, a container worker, or the
+inside of a durable ``step`` that calls a rate-limited API::
+
+    with limiter.hold(timeout=30):
+        call_the_api()
+
+The hold joins the key's FIFO queue, so it never barges past waiting branches or holds (and
+none barges past it), and polls its own queue entry with jittered backoff. A release in the
+same process wakes it at once; a release elsewhere hands the slot to it in the releasing
+transaction, and it notices at its next poll. While held, a daemon thread renews the lease, so
+the lease can be short: a crashed process frees its slot within ``ttl_seconds`` (plus the
+store's clock-skew margin), not a day later.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from durable_semaphore import observability
+from durable_semaphore.errors import (
+    AcquireTimeoutError,
+    DurableSemaphoreError,
+    InvalidArgumentError,
+)
+from durable_semaphore.store import (
+    Grant,
+    Lease,
+    _validate_holder,
+    _validate_ttl,
+    is_transient_error,
+)
+
+if TYPE_CHECKING:
+    from durable_semaphore.limiter import DynamoDBLimiter
+
+__all__ = [
+    "DEFAULT_HOLD_TTL_SECONDS",
+    "DEFAULT_MAX_POLL_SECONDS",
+    "HOLD_SIGNAL_SCOPE",
+    "Hold",
+    "holding",
+]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Lease lifetime of a hold. Short, because the heartbeat renews it: what it bounds is how long
+#: the slot of a crashed process stays taken.
+DEFAULT_HOLD_TTL_SECONDS = 60.0
+#: Longest pause between two polls of a waiting hold: how late, at worst, it notices a slot
+#: handed over by another process. Each poll is one small transaction.
+DEFAULT_MAX_POLL_SECONDS = 1.0
+#: The first pause; pauses double up to the maximum, with jitter.
+_FIRST_POLL_SECONDS = 0.05
+#: The heartbeat renews this often, as a fraction of the TTL, so two renewals can fail in a
+#: row before the lease runs out.
+_HEARTBEAT_FRACTION = 1 / 3
+#: The :class:`~durable_semaphore.wake.LocalSignals` scope of holds. Holds have no execution
+#: ARN (the reaper would ask Lambda about one), so they share this scope, which no ARN equals.
+HOLD_SIGNAL_SCOPE = "durable-semaphore:hold"
+#: How long leaving the block waits for an in-flight renewal before releasing anyway.
+_HEARTBEAT_JOIN_SECONDS = 5.0
+
+
+def _seconds(name: str, value: object, *, allow_zero: bool, none_means: str | None) -> None:
+    """Reject what is not a finite number of seconds (inf included: use None to wait forever)."""
+    if value is None and none_means is not None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        relation = ">= 0" if allow_zero else "> 0"
+        hint = f", or None to {none_means}" if none_means is not None else ""
+        raise InvalidArgumentError(
+            name, value, f"must be a finite number of seconds {relation}{hint}"
+        )
+
+
+def _fence(lease: Lease) -> dict[str, Any]:
+    """The one spot the lease's fencing token is passed to ``renew``/``release_slot``.
+
+    With the token, a lease this hold no longer owns (expired and taken again under the same
+    holder id) is never renewed or freed by it. Leases from a store without tokens have none.
+    """
+    token = getattr(lease, "token", None)
+    return {"token": token} if token is not None else {}
+
+
+#: Whether a failed poll is worth another one (the same rule as the SDK integration's).
+_is_transient = is_transient_error
+
+
+class Hold:
+    """One blocking hold of a slot of a named :class:`DynamoDBLimiter`.
+
+    Use it as a context manager (``with limiter.hold(timeout=30):``), or call :meth:`acquire`
+    and :meth:`release` yourself. One ``with`` block at a time per object.
+
+    Attributes a caller may read: ``holder`` (the lease's holder id), ``lease`` (while held),
+    ``waited`` (had to queue), ``position`` (its queue sequence number while waiting), and
+    ``lost`` / ``lost_reason``: set, with a WARNING log, when the heartbeat found the lease
+    gone (revoked by an operator, or expired while renewals failed). The block is not
+    interrupted then; code that must not run without the slot can check ``lost``.
+    """
+
+    def __init__(
+        self,
+        limiter: DynamoDBLimiter,
+        *,
+        timeout: float | None = None,
+        holder: str | None = None,
+        ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
+        max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+        heartbeat_seconds: float | None = None,
+    ) -> None:
+        if limiter.name is None or limiter.limit is None:
+            raise InvalidArgumentError(
+                "name",
+                limiter.name,
+                "hold() needs a named limiter with a limit (DynamoDBLimiter(name, limit)); a "
+                "per-operation limiter belongs to one map or parallel",
+            )
+        _seconds("timeout", timeout, allow_zero=True, none_means="wait forever")
+        ttl = _validate_ttl(ttl_seconds)
+        _seconds("max_poll_seconds", max_poll_seconds, allow_zero=False, none_means=None)
+        _seconds("heartbeat_seconds", heartbeat_seconds, allow_zero=False, none_means="use ttl/3")
+        if heartbeat_seconds is not None and heartbeat_seconds >= ttl:
+            raise InvalidArgumentError(
+                "heartbeat_seconds", heartbeat_seconds, f"must be below ttl_seconds ({ttl:g})"
+            )
+        if holder is not None:
+            _validate_holder(holder)
+        self.limiter = limiter
+        self.key: str = limiter.name
+        self.limit: int = limiter.limit
+        self.timeout = None if timeout is None else float(timeout)
+        # Unique per hold, so two holds never share a slot; a caller's own id makes a retried
+        # piece of work find its slot again (acquire is idempotent per holder).
+        self.holder = holder if holder is not None else f"hold#{os.getpid()}#{uuid.uuid4().hex}"
+        self.ttl_seconds = ttl
+        self.max_poll_seconds = float(max_poll_seconds)
+        self.heartbeat_seconds = (
+            float(heartbeat_seconds) if heartbeat_seconds is not None else ttl * _HEARTBEAT_FRACTION
+        )
+        # A waiter refreshes its entry at every poll; only a dead one outlives this.
+        self.queue_ttl_seconds = max(60.0, 10 * self.max_poll_seconds)
+        self.lease: Lease | None = None
+        self.position: int | None = None
+        self.waited = False
+        self.lost = False
+        self.lost_reason: str | None = None
+        self._heartbeat: _Heartbeat | None = None
+
+    def __repr__(self) -> str:
+        return f"Hold(key={self.key!r}, holder={self.holder!r}, held={self.lease is not None})"
+
+    # -- acquiring -----------------------------------------------------------------------------
+
+    def acquire(self) -> Lease:
+        """Wait for a slot (FIFO), start the heartbeat, and return the lease.
+
+        Raises :class:`AcquireTimeoutError` when the timeout passes, after leaving the queue.
+        """
+        if self.lease is not None:
+            raise DurableSemaphoreError(f"{self!r} already holds its slot; release it first")
+        started = time.monotonic()
+        deadline = None if self.timeout is None else started + self.timeout
+        self.position = None
+        self.waited = False
+        self.lost = False
+        self.lost_reason = None
+        try:
+            lease = self._wait(deadline)
+        except BaseException:
+            self._leave()  # timed out, interrupted or failed: leave nothing behind
+            raise
+        self.lease = lease
+        self.position = None
+        observability.lease_waited(self.key, self.holder, time.monotonic() - started)
+        self._heartbeat = _Heartbeat(self)
+        self._heartbeat.start()
+        return lease
+
+    def _wait(self, deadline: float | None) -> Lease:
+        sem = self.limiter.semaphore
+        polls = 0
+        last_error: Exception | None = None
+        # Registered before the first check, so a hand-off in between is not missed.
+        with self.limiter.signals.waiting(HOLD_SIGNAL_SCOPE, self.key, self.holder) as woken:
+            while True:
+                woken.clear()  # a wake-up before this check is seen by the check itself
+                try:
+                    result = sem.acquire(
+                        self.key,
+                        self.holder,
+                        self.limit,
+                        self.ttl_seconds,
+                        enqueue=True,
+                        position=self.position,
+                        queue_ttl_seconds=self.queue_ttl_seconds,
+                    )
+                except Exception as exc:
+                    if not _is_transient(exc):
+                        raise
+                    logger.warning(
+                        "durable-semaphore: hold on %s: poll failed, will retry: %r", self.key, exc
+                    )
+                    last_error = exc
+                else:
+                    last_error = None
+                    for grant in result.grants:
+                        self._wake(grant)
+                    if result.lease is not None:
+                        return result.lease
+                    self.position = result.position
+                    self.waited = self.waited or result.queued
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    assert self.timeout is not None
+                    raise AcquireTimeoutError(self.key, self.timeout, self.position) from last_error
+                polls += 1
+                pause = self._pause(polls)
+                woken.wait(pause if remaining is None else min(pause, remaining))
+
+    def _pause(self, polls: int) -> float:
+        """Capped exponential backoff with equal jitter: spread out, but never a hot loop."""
+        ceiling = min(self.max_poll_seconds, _FIRST_POLL_SECONDS * 2.0 ** min(polls - 1, 32))
+        if not self.limiter.jitter:
+            return ceiling
+        return ceiling / 2 + random.random() * ceiling / 2
+
+    def _leave(self) -> None:
+        """Give up the queue place; a slot handed over meanwhile is passed on, not kept."""
+        try:
+            # No token: a queue marker has none, and a slot granted in the race carries one we
+            # were never told. The holder id is this hold's own. Not ``waiters_likely``: that
+            # starts with a hand-off from the queue head, which may be this very waiter.
+            result = self.limiter.semaphore.release_slot(self.key, self.holder)
+        except Exception:
+            logger.warning(
+                "durable-semaphore: hold on %s: leaving the queue failed; the entry expires "
+                "on its own",
+                self.key,
+                exc_info=True,
+            )
+            return
+        if result.grant is not None:
+            self._wake(result.grant)
+
+    def _wake(self, grant: Grant) -> None:
+        """Tell the waiter a slot was handed to: the limiter's route (local signal, callback,
+        passing on a dead waiter's slot), as its own release path does."""
+        try:
+            self.limiter.wake(grant, releaser_arn=None)
+        except Exception:
+            logger.warning(
+                "durable-semaphore: waking %s on %s failed; it finds the slot at its next check",
+                grant.holder,
+                grant.key,
+                exc_info=True,
+            )
+
+    # -- releasing -----------------------------------------------------------------------------
+
+    def release(self) -> bool:
+        """Stop the heartbeat and free the slot, handing it to the oldest waiter.
+
+        True only if this call freed a live lease. Never raises for a store failure (it is
+        logged; the slot then comes back when the lease expires).
+        """
+        lease = self.lease
+        if lease is None:
+            return False
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+        self.lease = None
+        try:
+            result = self.limiter.semaphore.release_slot(
+                self.key, self.holder, waiters_likely=self.waited, **_fence(lease)
+            )
+        except Exception:
+            logger.warning(
+                "durable-semaphore: release of %s on %s failed; the slot frees when the lease "
+                "expires",
+                self.holder,
+                self.key,
+                exc_info=True,
+            )
+            return False
+        if result.grant is not None:
+            self._wake(result.grant)
+        return result.released
+
+    def __enter__(self) -> Hold:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    # -- heartbeat -----------------------------------------------------------------------------
+
+    def _renew(self, stopped: threading.Event) -> bool:
+        """One heartbeat: extend the lease; False once it is lost (stop beating)."""
+        lease = self.lease
+        if lease is None or stopped.is_set():
+            return False
+        sem = self.limiter.semaphore
+        try:
+            renewed = sem.renew(self.key, self.holder, self.ttl_seconds, **_fence(lease))
+        except Exception as exc:
+            if stopped.is_set():
+                return False
+            if sem.now() < lease.expires_at:
+                logger.warning(
+                    "durable-semaphore: renewing %s on %s failed, will retry: %r",
+                    self.holder,
+                    self.key,
+                    exc,
+                )
+                return True
+            self._mark_lost("it expired while renewals failed")
+            return False
+        if stopped.is_set():
+            return False  # released meanwhile: a None here is the release, not a loss
+        if renewed is None:
+            self._mark_lost("it was no longer held when renewed (revoked, or expired)")
+            return False
+        self.lease = renewed
+        return True
+
+    def _mark_lost(self, reason: str) -> None:
+        self.lost = True
+        self.lost_reason = reason
+        logger.warning(
+            "durable-semaphore: %s lost its slot on %s: %s; the block keeps running without it",
+            self.holder,
+            self.key,
+            reason,
+        )
+        observability.lease_lost(self.key, self.holder)
+
+
+class _Heartbeat:
+    """A daemon thread renewing a hold's lease every ``heartbeat_seconds`` until stopped.
+
+    Daemon, so a renewal stuck on the network never keeps the interpreter alive.
+    """
+
+    def __init__(self, hold: Hold) -> None:
+        self._hold = hold
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"durable-semaphore-heartbeat-{hold.key}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(_HEARTBEAT_JOIN_SECONDS)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.wait(self._hold.heartbeat_seconds):
+                if not self._hold._renew(self._stopped):
+                    return
+        except Exception:  # pragma: no cover - _renew handles store errors itself
+            logger.exception("durable-semaphore: heartbeat of %s stopped", self._hold.holder)
+
+
+def holding(
+    limiter: DynamoDBLimiter,
+    timeout: float | None = None,
+    *,
+    holder: Callable[..., str] | None = None,
+    ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
+    max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a function so each call runs inside its own :class:`Hold`.
+
+    ``holder``, if given, computes the holder id from the call's arguments (an idempotency
+    key, say), so a retried call finds its slot again; a fixed id would make concurrent calls
+    share one slot. Arguments are checked here, at decoration time.
+    """
+    if holder is not None and not callable(holder):
+        raise InvalidArgumentError(
+            "holder", holder, "must be a function of the call's arguments returning an id, or None"
+        )
+    Hold(limiter, timeout=timeout, ttl_seconds=ttl_seconds, max_poll_seconds=max_poll_seconds)
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if inspect.iscoroutinefunction(func):
+            raise InvalidArgumentError(
+                "func", func, "is async; a hold blocks its thread, so it would stall the loop"
+            )
+
+        @functools.wraps(func)
+        def held(*args: P.args, **kwargs: P.kwargs) -> R:
+            hold = Hold(
+                limiter,
+                timeout=timeout,
+                holder=holder(*args, **kwargs) if holder is not None else None,
+                ttl_seconds=ttl_seconds,
+                max_poll_seconds=max_poll_seconds,
+            )
+            with hold:
+                return func(*args, **kwargs)
+
+        return held
+
+    return decorate
