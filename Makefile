@@ -5,13 +5,16 @@ PYTHON ?= python3
 DEMO_VENV := .venv
 TEST_VENV := .venv-test
 SDK1_VENV := .venv-sdk1
+SDK20_VENV := .venv-sdk20
+SDK21_VENV := .venv-sdk21
 SAM_VENV  := .venv-sam
 PIP_FLAGS := --disable-pip-version-check -q
 # A hard ceiling per suite, so a hang fails CI in minutes instead of eating its whole budget.
 # (pytest-timeout only covers the tests themselves, not interpreter shutdown.)
 SUITE_TIMEOUT := timeout --kill-after=30 900
 
-.PHONY: demo test lint test-sdk3 test-sdk1 validate-template bench bench-peer prereqs clean
+.PHONY: demo test lint test-sdk3 test-sdk1 test-sdk20 test-sdk21 validate-template bench bench-peer \
+	soak prereqs clean
 
 demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/durable-semaphore demo $(DEMO_ARGS)
@@ -22,7 +25,7 @@ $(DEMO_VENV)/.installed: pyproject.toml
 	$(DEMO_VENV)/bin/pip install $(PIP_FLAGS) -e '.[demo]'
 	touch $@
 
-test: prereqs lint test-sdk3 test-sdk1 validate-template
+test: prereqs lint test-sdk3 test-sdk1 test-sdk20 test-sdk21 validate-template
 
 prereqs:
 	bash infra/bootstrap.sh
@@ -33,15 +36,26 @@ $(TEST_VENV)/.installed: pyproject.toml
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
 	touch $@
 
-# SDK 1.x limits threads, not operations: the integration must fix that, so test it there too.
-$(SDK1_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(SDK1_VENV)
-	$(SDK1_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(SDK1_VENV)/bin/pip install $(PIP_FLAGS) -e . \
-		'aws-durable-execution-sdk-python==1.7.0' \
-		'aws-durable-execution-sdk-python-testing==1.2.1' \
+# Every SDK minor line that pyproject's range admits gets a venv: the newest patch of the line
+# with a testing library that runs it (.venv-test is the 3.x line, with testing 1.4).
+# $(call line_venv,VENV,SDK version,testing version[,extra pip flags for the testing library])
+define line_venv
+$(1)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(1)/bin/pip install $(PIP_FLAGS) -e . 'aws-durable-execution-sdk-python==$(2)' \
 		pytest pytest-timeout hypothesis
-	touch $@
+	$(1)/bin/pip install $(PIP_FLAGS) $(4) 'aws-durable-execution-sdk-python==$(2)' \
+		'aws-durable-execution-sdk-python-testing==$(3)'
+	touch $$@
+endef
+# SDK 1.x limits threads, not operations: the bug this project fixes.
+$(eval $(call line_venv,$(SDK1_VENV),1.7.0,1.2.1))
+# SDK 2.0 resumes suspended branches in-process, which testing 1.2.1 cannot serve: after its
+# checkpoint-token refusal the bare SDK spins forever (docs/sdk-integration.md). testing 1.3.0
+# runs 2.0.1 (every SDK name it imports exists there) but declares SDK >= 2.1, hence --no-deps.
+$(eval $(call line_venv,$(SDK20_VENV),2.0.1,1.3.0,--no-deps))
+$(eval $(call line_venv,$(SDK21_VENV),2.1.0,1.3.0))
 
 # aws-sam-cli pins boto3, so it lives in a venv of its own.
 $(SAM_VENV)/.installed:
@@ -57,9 +71,19 @@ test-sdk3: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
 	$(SUITE_TIMEOUT) $(TEST_VENV)/bin/python -m pytest tests --ignore=tests/sdk1 $(PYTEST_ARGS)
 
+# The 3.x venv runs everything above; the older lines run tests/lines (the seed scenario, a
+# named limit across executions, limiter=None, the compatibility contract) and their extras.
 test-sdk1: $(SDK1_VENV)/.installed
 	$(SDK1_VENV)/bin/python infra/dynamodb_local.py install
-	$(SUITE_TIMEOUT) $(SDK1_VENV)/bin/python -m pytest tests/sdk1 $(PYTEST_ARGS)
+	$(SUITE_TIMEOUT) $(SDK1_VENV)/bin/python -m pytest tests/lines tests/sdk1 $(PYTEST_ARGS)
+
+test-sdk20: $(SDK20_VENV)/.installed
+	$(SDK20_VENV)/bin/python infra/dynamodb_local.py install
+	$(SUITE_TIMEOUT) $(SDK20_VENV)/bin/python -m pytest tests/lines $(PYTEST_ARGS)
+
+test-sdk21: $(SDK21_VENV)/.installed
+	$(SDK21_VENV)/bin/python infra/dynamodb_local.py install
+	$(SUITE_TIMEOUT) $(SDK21_VENV)/bin/python -m pytest tests/lines $(PYTEST_ARGS)
 
 validate-template: $(TEST_VENV)/.installed $(SAM_VENV)/.installed
 	@if [ -f template.yaml ]; then \
@@ -78,5 +102,11 @@ bench-peer: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
 	$(TEST_VENV)/bin/python bench/peer_bench.py $(BENCH_ARGS)
 
+# The long chaos run (tests/chaos is its short version, in `make test`): >= 100,000 operations
+# from 8 processes with faults, kills, replays and DynamoDB Local restarts. Several minutes.
+soak: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
+	$(TEST_VENV)/bin/python bench/soak.py $(SOAK_ARGS)
+
 clean:
-	rm -rf $(DEMO_VENV) $(TEST_VENV) $(SDK1_VENV) $(SAM_VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(DEMO_VENV) $(TEST_VENV) $(SDK1_VENV) $(SDK20_VENV) $(SDK21_VENV) $(SAM_VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -1,6 +1,6 @@
-"""SDK 1.7.0: ``max_concurrency`` alone bounds threads, not operations in flight. With
-``limiter="dynamodb"`` the same map keeps at most ``max_concurrency`` downstream operations in
-flight. Both numbers are asserted, so the test proves the fix (and that the observer sees it).
+"""SDK 1.7.0 extras: failures and early completion. The seed scenario on this line (the bare
+SDK puts every branch in flight, ``limiter="dynamodb"`` keeps ``max_concurrency``) is in
+tests/lines/test_lines_seed.py, which runs on every SDK line.
 
 Callbacks are covered on SDK 3.x only: with testing 1.2.1 a map of callbacks completed by a test
 thread fails with "Invalid checkpoint token" even with the bare SDK (every local attempt, with
@@ -20,8 +20,6 @@ from durable_semaphore import MapConfig
 from tests.sdk.observe import peak_of
 from tests.sdk1.conftest import RunIsolated, RunnerFailure, is_refused_checkpoint
 
-N = 10
-LIMIT = 5
 DEADLINE = 15.0  # a healthy run takes 2 to 7 s; a hung one never finishes
 
 
@@ -40,43 +38,6 @@ def _digest(res: Any) -> dict[str, Any]:
 def _ok(digest: dict[str, Any]) -> Any:
     assert digest["status"] == "SUCCEEDED", digest["error"]
     return json.loads(digest["result"])
-
-
-def _wait_handler(limiter: Any) -> Callable[..., Any]:
-    @durable_execution
-    def handler(event: Any, context: DurableContext) -> Any:
-        def item(ctx: DurableContext, x: int, i: int, items: Any) -> int:
-            ctx.wait(Duration.from_seconds(1))
-            return x * 2
-
-        config = MapConfig(max_concurrency=LIMIT, limiter=limiter)
-        return context.map(list(range(N)), item, config=config).get_results()
-
-    return handler
-
-
-def _run_waits(limiter: Any, run_isolated: RunIsolated) -> Any:
-    def scenario() -> Any:
-        with DurableFunctionTestRunner(handler=_wait_handler(limiter)) as runner:
-            return _digest(runner.run(input="{}", timeout=int(DEADLINE)))
-
-    return run_isolated(scenario, DEADLINE)
-
-
-def test_waits_bare_sdk_exceeds_limit_and_limiter_fixes_it(
-    limiter_env: Any,
-    leases_left: Callable[[], list[Any]],
-    run_isolated: RunIsolated,
-) -> None:
-    bare = _run_waits(None, run_isolated)
-    assert _ok(bare) == [i * 2 for i in range(N)]
-    assert bare["peak_waits"] == N  # the seed bug: every branch in flight
-
-    limited = _run_waits("dynamodb", run_isolated)
-    assert _ok(limited) == [i * 2 for i in range(N)]
-    peak = limited["peak_waits"]
-    assert 2 <= peak <= LIMIT, peak
-    assert leases_left() == []
 
 
 def _summary(batch: Any) -> list[Any]:
