@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -331,7 +332,13 @@ def _reap(args: argparse.Namespace) -> int:
 
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--items", type=int, default=100, help="items per map (default 100)")
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help="items per map (default 100; 30 where the testing library cannot skip durable "
+        "time, as testing 1.2.1 with SDK 1.7 and 2.0)",
+    )
     parser.add_argument(
         "--max-concurrency",
         type=int,
@@ -344,10 +351,16 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="run K executions at once that share one named limiter (default 1)",
     )
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--no-limiter",
         action="store_true",
         help="run the bare SDK (no DynamoDB limiter) for comparison",
+    )
+    which.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the bare SDK, then the limiter, and print both (peak, makespan, requests)",
     )
     parser.add_argument(
         "--max-backoff",
@@ -418,10 +431,17 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         import aws_durable_execution_sdk_python_testing  # noqa: F401
 
+        from durable_semaphore import demo_runner
         from durable_semaphore.demo import (
+            REAL_CLOCK_ITEMS,
             DemoConfig,
+            DemoResult,
             PlottingUnavailableError,
+            format_adds,
+            format_comparison,
             format_summary,
+            limiter_adds,
+            run_compare,
             run_demo,
             save_timeline,
         )
@@ -431,8 +451,24 @@ def _demo(args: argparse.Namespace) -> int:
             "install it with: pip install 'durable-semaphore[demo]'"
         ) from exc
 
+    features = demo_runner.detect()
+    # testing 1.2.1 stops its loop with timers still pending; asyncio reports each one when the
+    # process exits. They are the runner's leftovers after the verdict, not news for the user.
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, demo_runner.PendingTaskFilter) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(demo_runner.PendingTaskFilter())
+    items = args.items
+    if items is None:
+        items = 100 if features.skip_time else REAL_CLOCK_ITEMS
+    if not features.skip_time:
+        _, testing = demo_runner.installed_versions()
+        print(
+            f"note: testing library {testing} cannot skip durable time, so the demo runs on the "
+            f"real clock ({items} items)",
+            file=sys.stderr,
+        )
     config = DemoConfig(
-        items=args.items,
+        items=items,
         max_concurrency=args.max_concurrency,
         executions=args.executions,
         use_limiter=not args.no_limiter,
@@ -449,14 +485,17 @@ def _demo(args: argparse.Namespace) -> int:
             sem.slot_count("durable-semaphore-demo-probe")  # TableNotFoundError if missing
         progress = _ProgressLine()
         try:
-            return run_demo(config, sem, on_progress=progress)
+            if args.compare:
+                return run_compare(config, sem, on_progress=progress)
+            return None, run_demo(config, sem, on_progress=progress)
         finally:
             progress.close()
 
+    bare: DemoResult | None
     local = args.endpoint_url is not None
     if local or args.table is not None:
         # A real table: create it on a local endpoint (disposable); on AWS it must exist.
-        result = run(semaphore_from_args(args), create=local)
+        bare, result = run(semaphore_from_args(args), create=local)
         where = args.endpoint_url or "AWS"
     else:
         from durable_semaphore.embedded import EmbeddedDynamoDBError, embedded_dynamodb
@@ -464,7 +503,7 @@ def _demo(args: argparse.Namespace) -> int:
         try:
             with embedded_dynamodb() as endpoint:
                 args.endpoint_url = endpoint
-                result = run(semaphore_from_args(args, dummy_credentials=True), create=True)
+                bare, result = run(semaphore_from_args(args, dummy_credentials=True), create=True)
         except EmbeddedDynamoDBError as exc:
             raise PrerequisiteError(str(exc)) from exc
         where = "embedded ministack"
@@ -472,26 +511,36 @@ def _demo(args: argparse.Namespace) -> int:
     png: str | None = None
     if not args.no_png:
         try:
-            png = save_timeline(result, args.png)
+            png = save_timeline(result, args.png, bare=bare)
         except PlottingUnavailableError as exc:
             print(f"note: {exc}", file=sys.stderr)
+    ok = result.ok and (bare is None or bare.succeeded)
     if args.json:
         out = result.to_json()
         out["png"] = png
         out["backend"] = where
+        out["limiter_adds"] = limiter_adds(result, bare)
+        if bare is not None:
+            out["bare"] = bare.to_json()
+            out["ok"] = ok
         print(json.dumps(out))
     else:
-        print(format_summary(result))
+        print(format_summary(result, adds=False))
         print(f"  backend             {where}")
         if png:
             print(f"  timeline            {png}")
+        if bare is not None:
+            print(format_comparison(bare, result))
+        print(format_adds(result, bare))
         if result.peak_in_flight > result.limit:
             print(f"FAIL: peak in flight {result.peak_in_flight} > limit {result.limit}")
         if result.leases_left:
             print(f"FAIL: {result.leases_left} lease(s) left in the table")
         if result.waiters_left:
             print(f"FAIL: {result.waiters_left} waiter(s) left in the table")
-    return EXIT_OK if result.ok else EXIT_NO
+        if bare is not None and not bare.succeeded:
+            print("FAIL: the bare run did not succeed, so there is nothing to compare with")
+    return EXIT_OK if ok else EXIT_NO
 
 
 # -- entry point -------------------------------------------------------------------------------

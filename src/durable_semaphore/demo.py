@@ -5,18 +5,27 @@
 ``executions > 1`` that many executions run at once and share ONE named limiter, so the limit is
 global rather than per map. The runner skips durable time, so 100 one-second tasks take seconds.
 
+It runs on every SDK line the project supports; :mod:`durable_semaphore.demo_runner` detects
+what the installed testing library can do. Where it cannot register invoke targets or skip time
+(testing 1.2.1, with SDK 1.7 and 2.0) each branch's downstream work is a durable wait of its
+own (``demo-task``), on the real clock, with that module's workaround for the runner's timers.
+
 The peak in flight is measured from the execution histories (the overlap of the downstream
-``InvokeOperation`` intervals), never from the limiter's own bookkeeping, so the demo would catch
-the limiter lying. The SDK, its testing library and matplotlib are imported inside the functions
-that need them, so ``durable-semaphore --help`` works without the ``demo`` extra.
+``InvokeOperation`` or ``demo-task`` wait intervals), never from the limiter's own bookkeeping,
+so the demo would catch the limiter lying. ``--compare`` runs the bare SDK first, so the summary
+can say what the limiter adds on the SDK it runs on. The SDK, its testing library and matplotlib
+are imported inside the functions that need them, so ``durable-semaphore --help`` works without
+the ``demo`` extra.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
+import textwrap
 import threading
 import time
 import uuid
@@ -26,6 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TARGET_FUNCTION = "demo-target"
+#: The durable wait that is a branch's downstream work where the runner cannot invoke.
+TASK_WAIT_NAME = "demo-task"
+#: Default items on a runner that cannot skip durable time (the real clock): about 6 waves.
+REAL_CLOCK_ITEMS = 30
 #: What the testing library's executor logs when it re-invokes after its own race (below).
 RUNNER_RACE_MESSAGE = "Cannot return PENDING status with no pending operations"
 RUNNER_LOGGER = "aws_durable_execution_sdk_python_testing.executor"
@@ -43,11 +56,18 @@ def all_operations(result: Any) -> list[Any]:
     return list(seen.values())
 
 
-def operation_intervals(result: Any, kind: str = "InvokeOperation") -> list[tuple[float, float]]:
-    """(start, end) epoch seconds of every ``kind`` operation; unfinished ones raise."""
+def _is_task(op: Any, kind: str, name: str | None) -> bool:
+    return type(op).__name__ == kind and (name is None or getattr(op, "name", None) == name)
+
+
+def operation_intervals(
+    result: Any, kind: str = "InvokeOperation", name: str | None = None
+) -> list[tuple[float, float]]:
+    """(start, end) epoch seconds of every ``kind`` operation (named ``name``, if given);
+    unfinished ones raise."""
     spans: list[tuple[float, float]] = []
     for op in all_operations(result):
-        if type(op).__name__ != kind:
+        if not _is_task(op, kind, name):
             continue
         if op.start_timestamp is None or op.end_timestamp is None:
             raise RuntimeError(f"{kind} {op.operation_id} has no start or end in the history")
@@ -55,7 +75,9 @@ def operation_intervals(result: Any, kind: str = "InvokeOperation") -> list[tupl
     return spans
 
 
-def branch_waits(result: Any, kind: str = "InvokeOperation") -> list[float]:
+def branch_waits(
+    result: Any, kind: str = "InvokeOperation", name: str | None = None
+) -> list[float]:
     """Seconds each branch waited for its slot: from the branch's start to its ``kind`` start.
 
     Read from the history (the branch is the invoke's parent context), not from the limiter.
@@ -63,7 +85,7 @@ def branch_waits(result: Any, kind: str = "InvokeOperation") -> list[float]:
     ops = {op.operation_id: op for op in all_operations(result)}
     waits: list[float] = []
     for op in ops.values():
-        if type(op).__name__ != kind or op.start_timestamp is None:
+        if not _is_task(op, kind, name) or op.start_timestamp is None:
             continue
         parent = ops.get(getattr(op, "parent_id", None) or "")
         if parent is None or parent.start_timestamp is None:
@@ -122,6 +144,10 @@ class RequestCounter:
 
     def attach(self, client: Any) -> None:
         client.meta.events.register("before-send.dynamodb", self._on_send)
+
+    def detach(self, client: Any) -> None:
+        """Stop counting (``--compare`` runs twice on one client)."""
+        client.meta.events.unregister("before-send.dynamodb", self._on_send)
 
     def _on_send(self, request: Any = None, **_: Any) -> None:
         target = ""
@@ -227,6 +253,17 @@ class DemoResult:
     timeline: list[tuple[float, int]] = field(default_factory=list)
     #: Per execution, the same step function (the lanes of the picture).
     lanes: list[list[tuple[float, int]]] = field(default_factory=list)
+    #: The SDK and testing-library versions of the run: what the limiter adds depends on them.
+    sdk_version: str = ""
+    testing_version: str = ""
+    #: "skip" (the runner skipped durable time) or "real" (it cannot: testing 1.2.1).
+    clock: str = "skip"
+    #: Each branch's downstream operation: "invoke" (a target) or "wait" (``demo-task``).
+    downstream: str = "invoke"
+    #: Durable seconds of one downstream operation.
+    task_seconds: int = 1
+    #: How often the testing 1.2.1 workaround stepped in; empty when it was not needed.
+    runner_workaround: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -268,7 +305,20 @@ class DemoResult:
             "wall_seconds": round(self.wall_seconds, 2),
             "runner_reinvocations": self.runner_reinvocations,
             "succeeded": self.succeeded,
+            "sdk_version": self.sdk_version,
+            "testing_version": self.testing_version,
+            "sdk_limits_one_map": self.sdk_limits_one_map,
+            "clock": self.clock,
+            "downstream": self.downstream,
+            "runner_workaround": self.runner_workaround,
         }
+
+    @property
+    def sdk_limits_one_map(self) -> bool:
+        """Whether this SDK keeps one map to ``max_concurrency`` by itself (SDK >= 2.0)."""
+        from durable_semaphore.demo_runner import sdk_limits_one_map
+
+        return sdk_limits_one_map(self.sdk_version)
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -306,8 +356,12 @@ class RunnerRaceCounter(logging.Filter):
         return True
 
 
-def _make_handlers(config: DemoConfig, limiter: Any) -> tuple[Any, Any]:
-    """The target and the mapping handler, built per run so they close over this config."""
+def _make_handlers(config: DemoConfig, limiter: Any, *, invoke: bool = True) -> tuple[Any, Any]:
+    """The target and the mapping handler, built per run so they close over this config.
+
+    With ``invoke=False`` (a runner without an invoke registry) a branch waits ``task_seconds``
+    itself: a suspended durable wait is in flight in the same way a pending invoke is.
+    """
     from aws_durable_execution_sdk_python import DurableContext, durable_execution
     from aws_durable_execution_sdk_python.config import Duration
 
@@ -322,6 +376,9 @@ def _make_handlers(config: DemoConfig, limiter: Any) -> tuple[Any, Any]:
         return event
 
     def branch(ctx: DurableContext, item: Any, index: int, items: Sequence[Any]) -> Any:
+        if not invoke:
+            ctx.wait(Duration.from_seconds(task_seconds), name=TASK_WAIT_NAME)
+            return item
         return ctx.invoke(TARGET_FUNCTION, item)
 
     map_config: Any = MapConfig(max_concurrency=config.max_concurrency, limiter=limiter)
@@ -334,8 +391,9 @@ def _make_handlers(config: DemoConfig, limiter: Any) -> tuple[Any, Any]:
     return target, handler
 
 
-def _progress(runner: Any, arns: Sequence[str], total: int) -> Progress:
-    """Count started and finished chained invokes in the runner's live execution state.
+def _progress(runner: Any, arns: Sequence[str], total: int, *, invoke: bool = True) -> Progress:
+    """Count started and finished downstream operations (chained invokes, or ``demo-task``
+    waits) in the runner's live execution state.
 
     Progress is cosmetic, so this reads the runner's executor (not public API) and degrades to
     zeros if the testing library changes; the verdict never depends on it.
@@ -348,7 +406,10 @@ def _progress(runner: Any, arns: Sequence[str], total: int) -> Progress:
         except Exception:
             continue
         for op in operations:
-            if getattr(op.operation_type, "name", "") != "CHAINED_INVOKE":
+            kind = getattr(op.operation_type, "name", "")
+            if invoke and kind != "CHAINED_INVOKE":
+                continue
+            if not invoke and (kind != "WAIT" or getattr(op, "name", None) != TASK_WAIT_NAME):
                 continue
             started += 1
             if getattr(op.status, "name", "") in _TERMINAL_STATUSES:
@@ -364,7 +425,8 @@ def local_lambda_endpoint(runner: Any, port: int) -> Iterator[str]:
 
     The waker completes callbacks through it (``SendDurableExecutionCallbackSuccess``), the
     same API call it makes against AWS. Attaching the server needs the runner's executor, which
-    is private: this is the demo's only reach into the testing library beyond ``_progress``.
+    is private: with ``_progress`` and the testing 1.2.1 workaround in
+    :mod:`durable_semaphore.demo_runner`, the demo's only reach into the testing library.
     """
     from aws_durable_execution_sdk_python_testing.web.server import (
         WebServer,
@@ -420,11 +482,18 @@ def run_demo(
 
     ``semaphore`` is a :class:`~durable_semaphore.store.DynamoDBSemaphore` whose table exists;
     its boto3 client is the one the limiter uses, so its requests are counted. ``wrap_waker``
-    (tests) wraps the local waker, e.g. to lose wake-ups on purpose.
+    (tests) wraps the local waker, e.g. to lose wake-ups on purpose. On a runner that cannot
+    skip time, ``config.real_time`` is implied and the testing 1.2.1 workaround is applied.
     """
     from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
+    from durable_semaphore import demo_runner
     from durable_semaphore.limiter import DynamoDBLimiter
+
+    features = demo_runner.detect(DurableFunctionTestRunner)
+    sdk_version, testing_version = demo_runner.installed_versions()
+    invoke = features.invoke_registry
+    kind, task_name = ("InvokeOperation", None) if invoke else ("WaitOperation", TASK_WAIT_NAME)
 
     run_id = uuid.uuid4().hex[:10]
     counter = RequestCounter()
@@ -438,6 +507,9 @@ def run_demo(
     runner_logger.addFilter(race)
     quiet_timeouts = CallbackTimeoutFilter()
     runner_logger.addFilter(quiet_timeouts)
+    late_timers = demo_runner.LateTimerFilter()
+    runner_logger.addFilter(late_timers)
+    workaround: Callable[[], dict[str, int]] | None = None
     limiter: DynamoDBLimiter | None = None
     key_name: str | None = None
     wake_mode = "none"
@@ -462,22 +534,34 @@ def run_demo(
         else:
             limiter = DynamoDBLimiter(**common)  # per-map scope, like limiter="dynamodb"
         wake_mode = "callback" if limiter.uses_callbacks else "polling"
-    target, handler = _make_handlers(config, limiter)
+    target, handler = _make_handlers(config, limiter, invoke=invoke)
+    runner_options: dict[str, Any] = {}
+    if features.skip_time:
+        runner_options["skip_time"] = not config.real_time
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(runner_logger.removeFilter, race)
         cleanup.callback(runner_logger.removeFilter, quiet_timeouts)
-        runner = cleanup.enter_context(
-            DurableFunctionTestRunner(handler=handler, skip_time=not config.real_time)
-        )
+        cleanup.callback(runner_logger.removeFilter, late_timers)
+        runner = cleanup.enter_context(DurableFunctionTestRunner(handler=handler, **runner_options))
+        if features.needs_timer_workaround:
+            try:
+                workaround = demo_runner.complete_timers_like_the_service(runner)
+            except AttributeError as exc:  # a runner release the workaround does not know
+                logging.getLogger(__name__).warning(
+                    "the testing library's timers cannot be fixed up (%s); maps whose "
+                    "branches wait at staggered times may hang in this runner",
+                    exc,
+                )
         if lambda_port is not None:
             cleanup.enter_context(local_lambda_endpoint(runner, lambda_port))
-        runner.register_durable_function(TARGET_FUNCTION, target)
+        if invoke:
+            runner.register_durable_function(TARGET_FUNCTION, target)
         arns = [
             runner.run_async(
                 input=json.dumps({"items": config.items}),
-                execution_timeout=config.execution_timeout,
                 function_name="durable-semaphore-demo",
                 execution_name=f"demo-{run_id}-{k}",
+                **{features.timeout_arg: config.execution_timeout},
             )
             for k in range(config.executions)
         ]
@@ -488,7 +572,7 @@ def run_demo(
 
             def loop() -> None:
                 while not stop.wait(progress_interval):
-                    report(_progress(runner, arns, total))
+                    report(_progress(runner, arns, total, invoke=invoke))
 
             reporter = threading.Thread(target=loop, name="demo-progress", daemon=True)
             reporter.start()
@@ -500,11 +584,11 @@ def run_demo(
             if reporter is not None:
                 reporter.join(timeout=5)
         if on_progress is not None:
-            on_progress(_progress(runner, arns, total))
+            on_progress(_progress(runner, arns, total, invoke=invoke))
     wall = time.perf_counter() - wall_start
 
     succeeded = all(getattr(r.status, "name", str(r.status)) == "SUCCEEDED" for r in results)
-    per_exec = [operation_intervals(r) for r in results]
+    per_exec = [operation_intervals(r, kind, task_name) for r in results]
     spans = [span for spans in per_exec for span in spans]
     origin = min((s for s, _ in spans), default=0.0)
     end = max((e for _, e in spans), default=origin)
@@ -513,6 +597,7 @@ def run_demo(
     ideal = float(waves * config.task_seconds)
     durable_ops = sum(len(all_operations(r)) for r in results)
     requests = counter.total  # before our own check below adds a Scan
+    counter.detach(semaphore.client)
     by_operation = dict(sorted(counter.by_operation.items()))
 
     arn_prefixes = tuple(f"{arn}#" for arn in arns)
@@ -528,7 +613,7 @@ def run_demo(
     waiters_left = len(queued)
     details = []
     for number, (result, exec_spans) in enumerate(zip(results, per_exec, strict=True), 1):
-        waits = branch_waits(result)
+        waits = branch_waits(result, kind, task_name)
         details.append(
             {
                 "execution": number,
@@ -565,7 +650,40 @@ def run_demo(
         runner_reinvocations=race.count,
         timeline=rebase(overlap_steps(spans)),
         lanes=[rebase(overlap_steps(s)) for s in per_exec],
+        sdk_version=sdk_version,
+        testing_version=testing_version,
+        clock="skip" if features.skip_time and not config.real_time else "real",
+        downstream="invoke" if invoke else "wait",
+        task_seconds=config.task_seconds,
+        runner_workaround=workaround() if workaround is not None else {},
     )
+
+
+def run_compare(
+    config: DemoConfig,
+    semaphore: Any,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    progress_interval: float = 0.5,
+) -> tuple[DemoResult, DemoResult]:
+    """Run the scenario on the bare SDK, then with the limiter: ``(bare, limited)``.
+
+    Same items, executions, limit and runner; the same observer judges both, so the difference
+    is what the limiter adds on the installed SDK. The bare run goes first: it touches no table.
+    """
+    bare = run_demo(
+        dataclasses.replace(config, use_limiter=False),
+        semaphore,
+        on_progress=on_progress,
+        progress_interval=progress_interval,
+    )
+    limited = run_demo(
+        dataclasses.replace(config, use_limiter=True),
+        semaphore,
+        on_progress=on_progress,
+        progress_interval=progress_interval,
+    )
+    return bare, limited
 
 
 # -- presenting --------------------------------------------------------------------------------
@@ -578,8 +696,9 @@ def format_progress(progress: Progress) -> str:
     )
 
 
-def format_summary(result: DemoResult) -> str:
-    """The human summary printed at the end of the demo."""
+def format_summary(result: DemoResult, *, adds: bool = True) -> str:
+    """The human summary printed at the end of the demo; ``adds=False`` leaves out what the
+    limiter adds (``--compare`` prints it after the comparison instead)."""
     verdict = "OK" if result.peak_in_flight <= result.limit else "EXCEEDED"
     scope = (
         f"shared by {result.executions} executions"
@@ -599,7 +718,7 @@ def format_summary(result: DemoResult) -> str:
         f"  durable operations  {result.durable_operations_per_branch:.2f} per branch "
         f"({result.durable_operations} total)",
         f"  leases left         {result.leases_left}, waiters left {result.waiters_left}",
-        f"  wall time           {result.wall_seconds:.1f} s (durable time skipped)",
+        f"  wall time           {result.wall_seconds:.1f} s ({_clock_note(result)})",
     ]
     if result.executions > 1 and result.executions_detail:
         finished = [d["finished_seconds"] for d in result.executions_detail]
@@ -614,18 +733,141 @@ def format_summary(result: DemoResult) -> str:
             f"  runner retries      {result.runner_reinvocations} (the local runner's own race; "
             "wall time only, see docs/demo.md)"
         )
+    if any(result.runner_workaround.values()):
+        steps = result.runner_workaround
+        lines.append(
+            f"  runner workaround   testing {result.testing_version} timers: "
+            f"{steps.get('timers_completed', 0)} completed at a checkpoint, "
+            f"{steps.get('tokens_carried', 0)} tokens carried over, "
+            f"{steps.get('invocations_coalesced', 0)} invocations coalesced (docs/demo.md)"
+        )
+    if result.sdk_version:
+        note = ""
+        if result.downstream == "wait":
+            note = f"; each branch waits {result.task_seconds} s itself (no invoke targets)"
+        lines.append(
+            f"  SDK                 {result.sdk_version}, testing library "
+            f"{result.testing_version}{note}"
+        )
     if not result.succeeded:
         lines.append("  at least one execution did not succeed")
+    if adds:
+        lines.append(format_adds(result))
     return "\n".join(lines)
+
+
+def _clock_note(result: DemoResult) -> str:
+    if result.clock == "skip":
+        return "durable time skipped"
+    if result.downstream == "wait":
+        return "real clock: this testing library cannot skip durable time"
+    return "real clock (--real-time)"
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, width=98, initial_indent="  ", subsequent_indent="    ")
+
+
+def limiter_adds(result: DemoResult, bare: DemoResult | None = None) -> str:
+    """What the limiter adds on the SDK this run used, in plain words.
+
+    On SDK 1.x ``max_concurrency`` sizes a thread pool, so every branch that suspends is in
+    flight: the limiter is what bounds one map. From SDK 2.0 the SDK bounds one map within one
+    invocation itself; the limiter adds a limit shared across executions and across
+    overlapping invocations of one execution. ``bare`` (from ``--compare``) adds the measured
+    peak of the bare SDK.
+    """
+    limit, k = result.limit, result.executions
+    sdk = f"SDK {result.sdk_version}" if result.sdk_version else "this SDK"
+    measured = f" (measured: {bare.peak_in_flight})" if bare is not None else ""
+    if not result.sdk_limits_one_map:
+        text = (
+            f"on {sdk}, max_concurrency={limit} bounds threads, not operations, so the bare SDK "
+            f"lets every branch that suspends be in flight: up to {result.items * k} here"
+            f"{measured}."
+        )
+        if result.limiter:
+            text += f" With the limiter the peak was {result.peak_in_flight} (limit {limit})."
+            if k > 1:
+                text += f" The {k} executions shared one limit of {limit}."
+        elif bare is None:
+            text += " Run it again without --no-limiter, or with --compare."
+        return text
+    if k == 1:
+        text = (
+            f"on {sdk} the SDK itself keeps one map to max_concurrency={limit} within one "
+            f"invocation, so one execution peaks at {limit} or less with or without the limiter"
+            f"{measured}. What the limiter adds on this SDK: one limit shared across "
+            "executions, and across overlapping invocations of one execution, which the SDK "
+            "does not see. Try --executions 3 --compare."
+        )
+        return text
+    text = (
+        f"on {sdk} each execution's map is bounded by the SDK on its own, so {k} executions "
+        f"can have {k * limit} in flight together{measured}."
+    )
+    if result.limiter:
+        text += (
+            f" The shared limiter kept all {k} at {result.peak_in_flight} (limit {limit}); it "
+            "also holds across overlapping invocations of one execution."
+        )
+    return text
+
+
+def format_comparison(bare: DemoResult, limited: DemoResult) -> str:
+    """``--compare``: the bare SDK and the limiter side by side (:func:`format_adds` says what
+    the difference means)."""
+    rows = [
+        (
+            "peak in flight",
+            str(bare.peak_in_flight),
+            str(limited.peak_in_flight),
+            f"(limit {limited.limit})",
+        ),
+        (
+            "makespan",
+            f"{bare.makespan_seconds:.1f} s",
+            f"{limited.makespan_seconds:.1f} s",
+            f"(ideal {limited.ideal_seconds:.0f} s)",
+        ),
+        (
+            "DynamoDB req/branch",
+            f"{bare.dynamodb_requests_per_branch:.2f}",
+            f"{limited.dynamodb_requests_per_branch:.2f}",
+            "",
+        ),
+        (
+            "durable ops/branch",
+            f"{bare.durable_operations_per_branch:.2f}",
+            f"{limited.durable_operations_per_branch:.2f}",
+            "",
+        ),
+        ("wall time", f"{bare.wall_seconds:.1f} s", f"{limited.wall_seconds:.1f} s", ""),
+    ]
+    lines = [
+        f"compared on the same scenario ({limited.items} items x {limited.executions} "
+        f"execution(s), max_concurrency {limited.limit}, {_clock_note(limited)}):",
+        f"  {'':<20}{'bare SDK':<14}DynamoDB limiter",
+    ]
+    lines += [f"  {name:<20}{a:<14}{b:<18}{note}".rstrip() for name, a, b, note in rows]
+    if not bare.succeeded:
+        lines.append("  the bare run did not succeed")
+    return "\n".join(lines)
+
+
+def format_adds(result: DemoResult, bare: DemoResult | None = None) -> str:
+    """The closing paragraph: :func:`limiter_adds`, wrapped for the terminal."""
+    return "\n".join(_wrap("What the limiter adds: " + limiter_adds(result, bare)))
 
 
 class PlottingUnavailableError(RuntimeError):
     """matplotlib is not installed (it is part of the ``demo`` extra)."""
 
 
-def save_timeline(result: DemoResult, path: str) -> str:
+def save_timeline(result: DemoResult, path: str, bare: DemoResult | None = None) -> str:
     """Draw the in-flight count over durable time, the limit as a line, and a lane per
-    execution when several share the limit; save a PNG at ``path`` and return it."""
+    execution when several share the limit; save a PNG at ``path`` and return it. ``bare``
+    (``--compare``) adds the bare SDK's count to the top panel, so the difference shows."""
     try:
         import matplotlib
 
@@ -643,14 +885,26 @@ def save_timeline(result: DemoResult, path: str) -> str:
     top = axes[0][0]
     xs = [0.0] + [t for t, _ in result.timeline]
     ys = [0] + [c for _, c in result.timeline]
-    top.step(xs, ys, where="post", color="tab:blue", label="in flight (observed)")
-    top.axhline(result.limit, color="tab:red", linestyle="--", label=f"limit {result.limit}")
-    top.set_ylabel("in-flight invokes")
-    top.set_ylim(0, max(result.peak_in_flight, result.limit) + 1)
+    label = "in flight (observed)"
+    if bare is not None:
+        label = "with the limiter (observed)"
+    top.step(xs, ys, where="post", color="tab:blue", label=label)
+    highest = max(result.peak_in_flight, result.limit)
     limiter = "DynamoDB limiter" if result.limiter else "no limiter"
+    title = f"{limiter}: peak {result.peak_in_flight}"
+    if bare is not None:
+        bx = [0.0] + [t for t, _ in bare.timeline]
+        by = [0] + [c for _, c in bare.timeline]
+        top.step(bx, by, where="post", color="tab:gray", label="bare SDK (observed)")
+        highest = max(highest, bare.peak_in_flight)
+        title = f"bare SDK peak {bare.peak_in_flight}, {title}"
+    top.axhline(result.limit, color="tab:red", linestyle="--", label=f"limit {result.limit}")
+    top.set_ylabel("in flight" if result.downstream == "wait" else "in-flight invokes")
+    top.set_ylim(0, highest + 1)
     top.set_title(
         f"{result.items} items x {result.executions} exec, max_concurrency "
-        f"{result.limit}, {limiter}: peak {result.peak_in_flight}"
+        f"{result.limit}, SDK {result.sdk_version or '?'}: {title}",
+        fontsize="medium",
     )
     top.legend(loc="upper right", fontsize="small")
     if shared:
@@ -662,7 +916,9 @@ def save_timeline(result: DemoResult, path: str) -> str:
         lanes_ax.set_ylabel("per execution")
         lanes_ax.set_ylim(0, max(result.peak_in_flight, result.limit) + 1)
         lanes_ax.legend(loc="upper right", fontsize="small", ncol=min(4, result.executions))
-    axes[-1][0].set_xlabel("durable time (s) since the first invoke")
+    axes[-1][0].set_xlabel(
+        f"durable time (s) since the first {'invoke' if result.downstream == 'invoke' else 'task'}"
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
