@@ -72,14 +72,22 @@ def install() -> Path:
     return found
 
 
-def start(port: int | None = None, timeout: float = 60.0) -> tuple[subprocess.Popen[bytes], str]:
-    """Start an in-memory server on a free loopback port and wait until it answers."""
+def start(
+    port: int | None = None, timeout: float = 60.0, *, db_path: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a server on a free loopback port and wait until it answers.
+
+    In memory by default; with ``db_path`` (a folder) its data lives in a file there, so a
+    server killed and started again on the same folder (and port) finds it (the chaos tests).
+    """
     java = shutil.which("java")
     if java is None:
         raise DynamoDBLocalError(
             "Java 17 is required for DynamoDB Local (apt-get install openjdk-17-jre-headless)"
         )
     lib = install()
+    if db_path is not None:
+        db_path.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = CACHE / f"server-{port}.log"
@@ -92,7 +100,7 @@ def start(port: int | None = None, timeout: float = 60.0) -> tuple[subprocess.Po
             f"-Djava.library.path={lib / 'DynamoDBLocal_lib'}",
             "-jar",
             str(lib / "DynamoDBLocal.jar"),
-            "-inMemory",
+            *(["-dbPath", str(db_path)] if db_path is not None else ["-inMemory"]),
             "-sharedDb",
             "-port",
             str(port),

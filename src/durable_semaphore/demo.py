@@ -453,13 +453,14 @@ def local_lambda_endpoint(runner: Any, port: int) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def local_waker(endpoint: str) -> Any:
-    """A :class:`~durable_semaphore.wake.LambdaCallbackWaker` for the local API server."""
+def local_lambda_client(endpoint: str) -> Any:
+    """A boto3 ``lambda`` client for the testing library's local durable-execution API server
+    (callbacks, ``GetDurableExecution``), with dummy credentials."""
     import boto3
 
-    from durable_semaphore.wake import LambdaCallbackWaker, _lambda_config
+    from durable_semaphore.wake import _lambda_config
 
-    client = boto3.client(
+    return boto3.client(
         "lambda",
         endpoint_url=endpoint,
         region_name="us-west-2",
@@ -467,7 +468,13 @@ def local_waker(endpoint: str) -> Any:
         aws_secret_access_key="local",
         config=_lambda_config(),
     )
-    return LambdaCallbackWaker(client)
+
+
+def local_waker(endpoint: str) -> Any:
+    """A :class:`~durable_semaphore.wake.LambdaCallbackWaker` for the local API server."""
+    from durable_semaphore.wake import LambdaCallbackWaker
+
+    return LambdaCallbackWaker(local_lambda_client(endpoint))
 
 
 def run_demo(

@@ -20,7 +20,13 @@ from aws_durable_execution_sdk_python.exceptions import SuspendExecution
 
 import durable_semaphore.sdk as sdk
 from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore
-from durable_semaphore.sdk import RELEASE_OPERATION_NAME, _call_and_sweep, _run_gated, _Scope
+from durable_semaphore.sdk import (
+    ACQUIRE_OPERATION_NAME,
+    RELEASE_OPERATION_NAME,
+    _call_and_sweep,
+    _run_gated,
+    _Scope,
+)
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST/durable-execution/e/1"
 MAP_OP = "m" * 64
@@ -65,9 +71,13 @@ def _scope(limiter: DynamoDBLimiter) -> _Scope:
     )
 
 
-def _superseded_then_live(semaphore: DynamoDBSemaphore, *, barrier: bool) -> dict[str, Any]:
-    """The older invocation finishes the branch body first and is refused at the release
-    checkpoint; the newer one is still inside the same body. Returns what the observer saw."""
+def _superseded_then_live(
+    semaphore: DynamoDBSemaphore, *, barrier: bool, refused_at: str = "release"
+) -> dict[str, Any]:
+    """The newer invocation is inside the branch body; the older one runs the same branch and
+    has a checkpoint refused at ``refused_at``: its acquire step, an operation of the body
+    (the body raises ``SuspendExecution``, as the SDK does), or the release checkpoint after
+    the body. Returns what the observer saw."""
     limiter = DynamoDBLimiter(
         name="payments",
         limit=1,
@@ -85,7 +95,14 @@ def _superseded_then_live(semaphore: DynamoDBSemaphore, *, barrier: bool) -> dic
         live_may_finish.wait(30)
         return "live"
 
-    older = _Invocation(refuse_from=RELEASE_OPERATION_NAME)
+    refuse_step = {"acquire": ACQUIRE_OPERATION_NAME, "release": RELEASE_OPERATION_NAME}
+    older = _Invocation(refuse_from=refuse_step.get(refused_at))
+
+    def older_body() -> str:
+        if refused_at == "body":
+            raise SuspendExecution("the body's own checkpoint was refused")
+        return "superseded"
+
     newer = _Invocation()
     holder_ok = sdk._sdk_compat.branch_operation_id(MAP_OP, 0)
     with pytest.MonkeyPatch.context() as patch:
@@ -96,7 +113,7 @@ def _superseded_then_live(semaphore: DynamoDBSemaphore, *, barrier: bool) -> dic
         thread.start()
         assert live_inside.wait(30)
         try:
-            _run_gated(scope, older, 0, lambda: "superseded")  # type: ignore[arg-type]
+            _run_gated(scope, older, 0, older_body)  # type: ignore[arg-type]
         except SuspendExecution:
             seen["older_suspended"] = True
         # The live body still runs: can anyone else take the slot now?
@@ -113,10 +130,11 @@ def _superseded_then_live(semaphore: DynamoDBSemaphore, *, barrier: bool) -> dic
     return seen
 
 
+@pytest.mark.parametrize("refused_at", ["acquire", "body", "release"])
 def test_a_superseded_invocation_never_frees_the_slot_the_live_one_uses(
-    semaphore: DynamoDBSemaphore,
+    semaphore: DynamoDBSemaphore, refused_at: str
 ) -> None:
-    seen = _superseded_then_live(semaphore, barrier=True)
+    seen = _superseded_then_live(semaphore, barrier=True, refused_at=refused_at)
     assert seen["older_suspended"] is True
     assert seen["intruder_admitted_while_live_ran"] is False
     assert seen["live"] == "live"

@@ -1,0 +1,191 @@
+"""The long chaos soak: the chaos suite's run (tests/chaos), scaled up.
+
+Eight worker processes do at least 100,000 acquire/release operations against a DynamoDB Local
+of their own (on disk), while botocore hooks inject throttling, connection errors and answers
+lost after the write applied, the parent SIGKILLs workers at random, workers SIGKILL themselves
+inside the critical section, the dead workers' holders are replayed from fresh processes, and
+DynamoDB Local itself is SIGKILLed and restarted. Then, with faults off, it checks the end
+state of every key, and runs the broken control store under the same observer.
+
+Prints: operations, faults injected by kind, kills, restarts, peak observed vs limit, leaks, and
+the duration. Exits 1 if the limit was exceeded, anything leaked, or a worker failed.
+
+Run: ``make soak`` (``SOAK_ARGS="--cycles 500"`` for a quick one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the harness lives with the chaos tests
+
+import boto3  # noqa: E402
+from tests.chaos.faults import FaultRates  # noqa: E402
+from tests.chaos.invariants import end_state, problems  # noqa: E402
+from tests.chaos.run import ChaosPlan, ChaosReport, RestartableDynamoDB, run_chaos  # noqa: E402
+from tests.chaos.workers import Workload  # noqa: E402
+from tests.conftest import dynamodb_local  # noqa: E402
+
+from durable_semaphore import DynamoDBSemaphore  # noqa: E402
+from durable_semaphore.store import default_client_config  # noqa: E402
+
+
+def _spread(count: int) -> tuple[float, ...]:
+    """``count`` progress fractions spread evenly over the run (none at its very ends)."""
+    return tuple(round((i + 1) / (count + 1), 4) for i in range(count))
+
+
+def _plan(args: argparse.Namespace) -> ChaosPlan:
+    rate = args.fault_rate
+    workload = Workload(
+        keys=tuple(f"soak-{i}" for i in range(args.keys)),
+        limit=args.limit,
+        ttl_seconds=args.ttl,
+        clock_skew_seconds=max(args.skew, 2.0),
+        hold=(0.0, args.hold),
+        faults=FaultRates(throttle=rate, connection=rate, lost=rate, surfaced=rate / 4),
+        queue_share=0.2,
+        renew_share=0.05,
+        queue_ttl_seconds=30,
+    )
+    return ChaosPlan(
+        workload=workload,
+        processes=args.processes,
+        cycles=args.cycles,
+        clock_offsets=(0.0, args.skew) if args.skew else (0.0,),
+        kills=_spread(args.kills),
+        self_kills=args.self_kills,
+        replay_share=args.replay_share,
+        restarts=_spread(args.restarts),
+        seed=args.seed,
+    )
+
+
+def _end(client: Any, table: str, plan: ChaosPlan) -> tuple[list[dict[str, Any]], list[str]]:
+    w = plan.workload
+    states, found = [], []
+    for key in w.keys:
+        state = end_state(
+            client,
+            table,
+            key,
+            w.limit,
+            beyond=max(plan.clock_offsets) + max(w.ttl_seconds, w.queue_ttl_seconds),
+            clock_skew_seconds=w.clock_skew_seconds,
+        )
+        states.append(asdict(state))
+        found.extend(problems(state, w.limit))
+    return states, found
+
+
+def _print(report: ChaosReport, canary: ChaosReport, states: list[dict[str, Any]]) -> None:
+    print(f"operations:        {report.operations:,} ({report.acquires:,} acquires, "
+          f"{report.releases:,} releases; {report.refused:,} refused attempts besides)",
+          )  # fmt: skip
+    print(f"duration:          {report.duration:,.1f} s "
+          f"({report.operations / report.duration:,.0f} operations/s)")  # fmt: skip
+    faults = ", ".join(f"{k} {v:,}" for k, v in sorted(report.faults.items()))
+    print(f"faults injected:   {sum(report.faults.values()):,} ({faults})")
+    print(f"errors surfaced:   {sum(report.raised.values()):,} to workers, each retried")
+    print(f"kills:             {report.kills} random, {report.self_kills} inside the critical "
+          f"section; {report.dead_holding} dead holding a holder id, {report.replays} replayed "
+          f"({report.replayed_same_token} of {report.replayed_live} live leases found with their "
+          f"token), {report.not_replayed} left to expire")  # fmt: skip
+    print(f"DynamoDB restarts: {report.restarts}")
+    print(f"peak vs limit:     {report.peak} vs {report.limit} (per key {report.verdict.peaks}); "
+          f"control store: {canary.peak} vs {canary.limit}")  # fmt: skip
+    print(f"leases stalled past their end (observer clipped): {report.verdict.overruns}; "
+          f"expired on arrival: {report.stale_grants}; releases returning False: "
+          f"{report.release_false}")  # fmt: skip
+    for state in states:
+        left, after = state["as_left"], state["after_reclaim"]
+        print(f"end state {state['key']}: as left count {left['count']} / leases "
+              f"{left['leases']} ({left['live_leases']} live) / queue {left['entries']}; after "
+              f"expiry + reclaim ({state['freed']} freed): count {after['count']}, leases "
+              f"{after['leases']}, queue {after['entries']}; probe {state['admitted']} of "
+              f"{report.limit} admitted, one more "
+              f"{'refused' if state['refused_extra'] else 'ADMITTED'}")  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--cycles", type=int, default=6400, help="cycles per process slot")
+    parser.add_argument("--keys", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=3, help="the limit of each key")
+    parser.add_argument("--ttl", type=float, default=10.0, help="lease TTL, seconds")
+    parser.add_argument("--hold", type=float, default=0.005, help="longest hold, seconds")
+    parser.add_argument("--fault-rate", type=float, default=0.02, help="per kind and request")
+    parser.add_argument("--kills", type=int, default=20, help="random SIGKILLs by the parent")
+    parser.add_argument("--self-kills", type=int, default=20, help="SIGKILLs after an acquire")
+    parser.add_argument("--replay-share", type=float, default=0.75)
+    parser.add_argument("--restarts", type=int, default=3, help="DynamoDB Local restarts")
+    parser.add_argument("--skew", type=float, default=0.0, help="half the clocks this far ahead")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the event logs")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON too")
+    args = parser.parse_args(argv)
+    plan = _plan(args)
+
+    # On tmpfs when there is one: a SIGKILLed server's data survives in the file system either
+    # way, and DynamoDB Local's file writes cost less there.
+    shm = Path("/dev/shm")
+    work = Path(tempfile.mkdtemp(prefix="soak-", dir=shm if shm.is_dir() else None))
+    server = RestartableDynamoDB(dynamodb_local, work / "db")
+    try:
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            config=default_client_config(),
+        )
+        table = f"soak-{uuid.uuid4().hex[:8]}"
+        DynamoDBSemaphore(table_name=table, client=client).create_table()
+        began = time.monotonic()
+
+        def progress(done: float) -> None:
+            print(f"  {done:6.1%} after {time.monotonic() - began:,.0f} s", flush=True)
+
+        print(f"soak: {plan.processes} processes x {plan.cycles:,} cycles on {server.endpoint}")
+        report = run_chaos(
+            plan, server.endpoint, table, work / "logs", server, on_progress=progress
+        )
+        states, found = _end(client, table, plan)
+        canary_table = f"canary-{uuid.uuid4().hex[:8]}"
+        DynamoDBSemaphore(table_name=canary_table, client=client).create_table()
+        # The control: the same observer on a store that ignores the limit, with holds long
+        # enough that its over-admission shows whatever the machine's speed.
+        broken = replace(plan.workload, broken=True, hold=(0.05, 0.1))
+        canary_plan = ChaosPlan(workload=broken, processes=plan.processes, cycles=20)
+        canary = run_chaos(canary_plan, server.endpoint, canary_table, work / "canary-logs")
+    finally:
+        server.close()
+    print(f"restart took {', '.join(f'{s:.1f}' for s in server.restart_seconds)} s")
+    _print(report, canary, states)
+    if args.json:
+        print(json.dumps({"summary": report.summary(), "end_states": states}, default=str))
+    failed = [*report.errors, *found]
+    if report.peak > report.limit:
+        failed.append(f"peak {report.peak} over the limit {report.limit}")
+    if canary.peak <= canary.limit:
+        failed.append("the control store was not caught: the observer proves nothing")
+    print("leaks and failures: " + ("none" if not failed else "\n  " + "\n  ".join(failed)))
+    if args.keep_logs:
+        print(f"event logs: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
