@@ -218,3 +218,44 @@ def test_acquire_never_returns_a_lease_already_expired_on_its_own_clock(
     assert lease is not None and lease.is_live(clock.now)
     [stored] = sem.holders("k")
     assert stored.token == lease.token and stored.expires_at == lease.expires_at
+
+
+def test_a_late_lease_reclaimed_meanwhile_is_competed_for_again(
+    chaos_client: Any, chaos_table: str
+) -> None:
+    """The other outcome of a late answer: while the answer was on its way, another client
+    (its clock past the lease's end and the margin) reclaimed the lease. Taking it back by its
+    token must fail, and the acquire must compete again, not return the reclaimed lease."""
+    clock = FakeClock(start=float(int(time.time())) + 3600)
+    client = _fresh_client(chaos_client)
+    other = DynamoDBSemaphore(
+        table_name=chaos_table,
+        client=_fresh_client(chaos_client),
+        clock=lambda: clock.now + 60,  # past the 10 s lease and the 2 s margin
+        clock_skew_seconds=2,
+    )
+    seen: dict[str, Any] = {"sent": 0, "reclaimed": 0}
+
+    def delayed(request: Any = None, **_: Any) -> None:
+        if "TransactWriteItems" in str(request.headers.get("X-Amz-Target", b"")):
+            seen["sent"] += 1
+            if seen["sent"] == 1:
+                clock.advance(15)  # only the first answer is late
+
+    def reclaimed_meanwhile(http_response: Any = None, **_: Any) -> None:
+        if seen["sent"] == 1 and not seen["reclaimed"]:
+            seen["reclaimed"] = other.reclaim_expired("k")
+            seen["stale"] = [lease.token for lease in other.holders("k")]
+
+    client.meta.events.register("before-send.dynamodb", delayed)
+    client.meta.events.register("after-call.dynamodb.TransactWriteItems", reclaimed_meanwhile)
+    sem = DynamoDBSemaphore(
+        table_name=chaos_table, client=client, clock=clock, clock_skew_seconds=2
+    )
+    lease = sem.try_acquire("k", "h", 1, ttl_seconds=10)
+    assert seen["reclaimed"] == 1 and seen["stale"] == []  # the first lease really was taken
+    assert seen["sent"] == 2  # and the acquire competed again, with a second transaction
+    assert lease is not None and lease.is_live(clock.now)
+    [stored] = sem.holders("k")
+    assert stored.token == lease.token
+    assert sem.slot_count("k").count == 1
