@@ -54,14 +54,22 @@ def ddb_endpoint() -> Iterator[str]:
         yield endpoint
 
 
-@pytest.fixture(scope="session")
-def ddb_client(ddb_endpoint: str) -> Any:
+def local_dynamodb_client(endpoint: str) -> Any:
+    """A DynamoDB client for DynamoDB Local, with the library's client config and dummy
+    credentials (also for worker processes, which do not see this module's env defaults)."""
     return boto3.client(
         "dynamodb",
-        endpoint_url=ddb_endpoint,
+        endpoint_url=endpoint,
         region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
         config=default_client_config(),
     )
+
+
+@pytest.fixture(scope="session")
+def ddb_client(ddb_endpoint: str) -> Any:
+    return local_dynamodb_client(ddb_endpoint)
 
 
 @pytest.fixture
@@ -95,6 +103,36 @@ def make_semaphore(ddb_client: Any, table_name: str) -> Callable[..., DynamoDBSe
 def semaphore(make_semaphore: Callable[..., DynamoDBSemaphore]) -> DynamoDBSemaphore:
     """A DynamoDBSemaphore on a fresh table in DynamoDB Local."""
     return make_semaphore()
+
+
+@pytest.fixture
+def limiter_env(
+    ddb_endpoint: str, semaphore: DynamoDBSemaphore, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[DynamoDBSemaphore]:
+    """Point ``limiter="dynamodb"`` (and limiters built with this table's name) at this test's
+    fresh table in DynamoDB Local.
+
+    Uses the real default path (env var table name, a boto3 client built by the library) with
+    boto3's per-service endpoint variable, so nothing in the library is patched.
+    """
+    from durable_semaphore import limiter as limiter_module
+
+    monkeypatch.setenv("DURABLE_SEMAPHORE_TABLE", semaphore.table_name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
+    monkeypatch.delenv("DURABLE_SEMAPHORE_WAKER", raising=False)
+    limiter_module._default_limiters.clear()
+    yield semaphore
+    limiter_module._default_limiters.clear()
+
+
+@pytest.fixture
+def leases_left(semaphore: DynamoDBSemaphore) -> Callable[[], list[Any]]:
+    """Every lease item still in the table (expired or not)."""
+
+    def scan() -> list[Any]:
+        return list(semaphore.scan_leases())
+
+    return scan
 
 
 class FakeClock:

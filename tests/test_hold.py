@@ -20,7 +20,6 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from durable_semaphore import (
@@ -32,24 +31,14 @@ from durable_semaphore import (
 )
 from durable_semaphore.demo import peak_overlap
 from durable_semaphore.hold import HOLD_SIGNAL_SCOPE, Hold
-from durable_semaphore.store import AcquireResult, Grant, default_client_config
+from durable_semaphore.store import AcquireResult, Grant
 from durable_semaphore.wake import LocalSignals
+from tests.conftest import local_dynamodb_client
 
 PROCESSES = 4
 CYCLES = 12
 LIMIT = 2
 HOLD_MIN, HOLD_MAX = 0.03, 0.06  # seconds inside the block
-
-
-def _client(endpoint: str) -> Any:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=default_client_config(),
-    )
 
 
 def _eventually(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
@@ -95,7 +84,7 @@ def _hold_worker(
     barrier: Barrier,
     log_path: str,
 ) -> None:
-    sem = DynamoDBSemaphore(table_name=table, client=_client(endpoint))
+    sem = DynamoDBSemaphore(table_name=table, client=local_dynamodb_client(endpoint))
     limiter = DynamoDBLimiter(key, LIMIT, semaphore=sem, waker=None)
     rng = random.Random(worker)
     barrier.wait()

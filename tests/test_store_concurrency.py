@@ -18,12 +18,11 @@ import uuid
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
-import boto3
 import pytest
 
 from durable_semaphore import DynamoDBSemaphore, Lease
 from durable_semaphore.demo import overlap_steps
-from durable_semaphore.store import default_client_config
+from tests.conftest import local_dynamodb_client
 
 PROCESSES = 8
 CYCLES = 250
@@ -63,17 +62,6 @@ class UnconditionalStore(DynamoDBSemaphore):
         return True
 
 
-def _client(endpoint: str) -> Any:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=default_client_config(),
-    )
-
-
 def _cycle_worker(
     endpoint: str,
     table: str,
@@ -85,7 +73,7 @@ def _cycle_worker(
     out: Any,
 ) -> None:
     store_cls = UnconditionalStore if broken else DynamoDBSemaphore
-    sem = store_cls(table_name=table, client=_client(endpoint))
+    sem = store_cls(table_name=table, client=local_dynamodb_client(endpoint))
     rng = random.Random(worker)
     intervals: list[tuple[float, float]] = []
     refused = 0
@@ -170,7 +158,7 @@ def test_stress_never_over_admits_and_canary_is_caught(
 
 
 def _replay_worker(endpoint: str, table: str, keys: list[str], barrier: Barrier, out: Any) -> None:
-    sem = DynamoDBSemaphore(table_name=table, client=_client(endpoint))
+    sem = DynamoDBSemaphore(table_name=table, client=local_dynamodb_client(endpoint))
     got = 0
     for key in keys:
         barrier.wait()

@@ -105,10 +105,6 @@ def _fence(lease: Lease) -> dict[str, Any]:
     return {"token": token} if token is not None else {}
 
 
-#: Whether a failed poll is worth another one (the same rule as the SDK integration's).
-_is_transient = is_transient_error
-
-
 class Hold:
     """One blocking hold of a slot of a named :class:`DynamoDBLimiter`.
 
@@ -219,7 +215,7 @@ class Hold:
                         queue_ttl_seconds=self.queue_ttl_seconds,
                     )
                 except Exception as exc:
-                    if not _is_transient(exc):
+                    if not is_transient_error(exc):  # the SDK integration's rule too
                         raise
                     logger.warning(
                         "durable-semaphore: hold on %s: poll failed, will retry: %r", self.key, exc

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -85,32 +85,6 @@ def ok(run: dict[str, Any]) -> Any:
     """The result of a digested run, which must have succeeded."""
     assert run["status"] == "SUCCEEDED", run["error"]
     return run["result"]
-
-
-@pytest.fixture
-def limiter_env(
-    ddb_endpoint: str, semaphore: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """Point ``limiter="dynamodb"`` (and limiters built with this table's name) at this test's
-    fresh table in DynamoDB Local, through the library's own default client path."""
-    from durable_semaphore import limiter as limiter_module
-
-    monkeypatch.setenv("DURABLE_SEMAPHORE_TABLE", semaphore.table_name)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
-    monkeypatch.delenv("DURABLE_SEMAPHORE_WAKER", raising=False)
-    limiter_module._default_limiters.clear()
-    yield semaphore
-    limiter_module._default_limiters.clear()
-
-
-@pytest.fixture
-def leases_left(semaphore: Any) -> Callable[[], list[Any]]:
-    """Every lease item still in the table (expired or not)."""
-
-    def scan() -> list[Any]:
-        return list(semaphore.scan_leases())
-
-    return scan
 
 
 @pytest.fixture

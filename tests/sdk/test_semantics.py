@@ -18,14 +18,12 @@ from aws_durable_execution_sdk_python.config import (
     ParallelBranch,
     StepConfig,
 )
-from aws_durable_execution_sdk_python.config import MapConfig as SdkMapConfig
-from aws_durable_execution_sdk_python.config import ParallelConfig as SdkParallelConfig
 from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create_retry_strategy
 from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
 import durable_semaphore.sdk as sdk
 from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, MapConfig, ParallelConfig
-from tests.sdk.observe import all_operations, op_signature, peak_of
+from tests.sdk.observe import all_operations, peak_of
 
 
 def _ok(res: Any) -> Any:
@@ -270,63 +268,7 @@ def test_overlapping_invocations_take_no_extra_slot(
     assert leases_left() == []
 
 
-# -- limiter=None is the bare SDK ------------------------------------------------------------
-
-
-@durable_execution
-def doubler(event: Any, context: DurableContext) -> Any:
-    return event * 2
-
-
-def _history_handler(variant: str) -> Callable[..., Any]:
-    @durable_execution
-    def handler(event: Any, context: DurableContext) -> Any:
-        def item(ctx: DurableContext, x: int, i: int, items: Any) -> Any:
-            ctx.wait(Duration.from_seconds(1), name=f"w{x}")
-            return ctx.invoke("doubler", x, name=f"inv{x}")
-
-        def branch(ctx: DurableContext) -> str:
-            ctx.wait(Duration.from_seconds(1))
-            return "p"
-
-        items = list(range(6))
-        functions = [branch, ParallelBranch(func=branch, name="named-branch")]
-        if variant == "original":
-            # Bypass the hook entirely: the SDK's own, unwrapped methods.
-            mapped = DurableContext.map.__wrapped__(  # type: ignore[attr-defined]
-                context, items, item, config=SdkMapConfig(max_concurrency=3)
-            )
-            par = DurableContext.parallel.__wrapped__(  # type: ignore[attr-defined]
-                context, functions, config=SdkParallelConfig(max_concurrency=1)
-            )
-        elif variant == "sdk-config":
-            mapped = context.map(items, item, config=SdkMapConfig(max_concurrency=3))
-            par = context.parallel(functions, config=SdkParallelConfig(max_concurrency=1))
-        else:
-            mapped = context.map(items, item, config=MapConfig(max_concurrency=3, limiter=None))
-            par = context.parallel(
-                functions, config=ParallelConfig(max_concurrency=1, limiter=None)
-            )
-        return [mapped.get_results(), par.get_results()]
-
-    return handler
-
-
-def test_limiter_none_history_identical_to_bare_sdk(limiter_env: Any) -> None:
-    assert sdk.is_installed()
-    runs = {
-        variant: _run(_history_handler(variant), doubler=doubler)
-        for variant in ("original", "sdk-config", "limiter-none")
-    }
-    outputs = {variant: _ok(res) for variant, res in runs.items()}
-    assert outputs["original"] == [[i * 2 for i in range(6)], ["p", "p"]]
-    assert outputs["sdk-config"] == outputs["original"] == outputs["limiter-none"]
-    signatures = {variant: op_signature(res) for variant, res in runs.items()}
-    assert signatures["sdk-config"] == signatures["original"]
-    assert signatures["limiter-none"] == signatures["original"]
-    assert not any(
-        op.name == sdk.ACQUIRE_OPERATION_NAME for op in all_operations(runs["limiter-none"])
-    )
+# -- limiter=None is the bare SDK: tests/lines/test_lines_history.py, on every SDK line --------
 
 
 # -- parallel --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -137,20 +137,6 @@ class _RefusedCheckpoint(logging.Handler):
 
 
 @pytest.fixture
-def limiter_env(
-    ddb_endpoint: str, semaphore: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """Point ``limiter="dynamodb"`` at this test's fresh table in DynamoDB Local."""
-    from durable_semaphore import limiter as limiter_module
-
-    monkeypatch.setenv("DURABLE_SEMAPHORE_TABLE", semaphore.table_name)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
-    limiter_module._default_limiters.clear()
-    yield semaphore
-    limiter_module._default_limiters.clear()
-
-
-@pytest.fixture
 def run_isolated(semaphore: Any) -> RunIsolated:
     """``run_with_deadline`` for this test's table: a killed attempt is a dead execution, so
     its leases are released before the next attempt, as the reaper would release them."""
@@ -163,11 +149,3 @@ def run_isolated(semaphore: Any) -> RunIsolated:
         return run_with_deadline(scenario, deadline, after_failure=discard_dead_leases)
 
     return run
-
-
-@pytest.fixture
-def leases_left(semaphore: Any) -> Callable[[], list[Any]]:
-    def scan() -> list[Any]:
-        return list(semaphore.scan_leases())
-
-    return scan
