@@ -603,10 +603,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TableNotFoundError as exc:
         return _fail(EXIT_TABLE_MISSING, str(exc))
     except (NoCredentialsError, PartialCredentialsError) as exc:
-        return _fail(
-            EXIT_NO_CREDENTIALS,
-            f"{exc}; configure AWS credentials (or use --endpoint-url for a local DynamoDB)",
+        hint = (
+            "a local DynamoDB accepts any, e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"
+            if getattr(args, "endpoint_url", None) is not None
+            else "or use --endpoint-url for a local DynamoDB"
         )
+        return _fail(EXIT_NO_CREDENTIALS, f"{exc}; configure AWS credentials ({hint})")
     except NoRegionError:
         return _fail(EXIT_NO_CREDENTIALS, "no AWS region configured; pass --region")
     except PrerequisiteError as exc:
