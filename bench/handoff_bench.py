@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clock", choices=("skip", "real"), default="skip")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--wake-timeout", type=int, default=2)
+    parser.add_argument("--wake-timeout", type=int, default=None, help="demo-only; default: the library's")
     parser.add_argument("--only", default=None, help="run scenarios whose label contains this")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

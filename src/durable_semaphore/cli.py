@@ -365,15 +365,17 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-backoff",
         type=float,
-        default=2.0,
-        help="longest durable wait between acquire attempts, seconds (default 2)",
+        default=None,
+        help="longest durable wait between a polling waiter's checks, seconds (default: the "
+        "library's, 60; a demo-only setting, named in the summary)",
     )
     parser.add_argument(
         "--wake-timeout",
         type=int,
-        default=2,
-        help="callback timeout of a waiter sharing a limit, the fallback for a lost wake-up "
-        "(default 2 s; real seconds in the local runner)",
+        default=None,
+        help="first callback timeout of a waiter sharing a limit, the fallback for a wake-up "
+        "that was never sent (default: the library's, 900 s; real seconds in the local "
+        "runner; a demo-only setting, named in the summary)",
     )
     parser.add_argument(
         "--real-time",

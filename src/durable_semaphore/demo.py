@@ -176,12 +176,14 @@ class DemoConfig:
     executions: int = 1
     use_limiter: bool = True
     task_seconds: int = 1
-    #: Upper bound of the limiter's durable backoff between acquire attempts. Small values keep
-    #: the makespan near the ideal (a freed slot is noticed sooner) at the price of more polls.
-    max_backoff_seconds: float = 2.0
-    #: Callback timeout of a waiter that shares a named limit: the fallback for a lost
-    #: wake-up. The local runner counts it in real seconds (it skips only durable waits).
-    wake_timeout_seconds: int = 2
+    #: Upper bound of the limiter's durable backoff between a polling waiter's checks. None:
+    #: the library's default (DynamoDBLimiter's ``max_delay_seconds``). A demo-only knob: the
+    #: summary names it when set.
+    max_backoff_seconds: float | None = None
+    #: Callback timeout of a waiter's first round: the fallback for a wake-up that was never
+    #: sent. None: the library's default. The local runner counts it in real seconds. A
+    #: demo-only knob: the summary names it when set.
+    wake_timeout_seconds: int | None = None
     #: Run durable waits in real time instead of skipping them. The skipping clock jumps by
     #: every wait armed at a different instant, which serializes independent hand-off chains
     #: that real time would overlap; real time measures makespan as production sees it.
@@ -197,7 +199,7 @@ class DemoConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(name, value, "must be an integer >= 1")
-        if (
+        if self.wake_timeout_seconds is not None and (
             isinstance(self.wake_timeout_seconds, bool)
             or not isinstance(self.wake_timeout_seconds, int)
             or self.wake_timeout_seconds < 1
@@ -205,7 +207,7 @@ class DemoConfig:
             raise InvalidArgumentError(
                 "wake_timeout_seconds", self.wake_timeout_seconds, "must be an integer >= 1"
             )
-        if not (self.max_backoff_seconds >= 1):
+        if self.max_backoff_seconds is not None and not (self.max_backoff_seconds >= 1):
             raise InvalidArgumentError(
                 "max_backoff_seconds", self.max_backoff_seconds, "must be >= 1"
             )
@@ -522,12 +524,11 @@ def run_demo(
     wake_mode = "none"
     lambda_port: int | None = None
     if config.use_limiter:
-        common: dict[str, Any] = {
-            "semaphore": semaphore,
-            "max_delay_seconds": max(config.max_backoff_seconds, 1.0),
-            "wake_timeout_seconds": config.wake_timeout_seconds,
-            "waker": None,
-        }
+        common: dict[str, Any] = {"semaphore": semaphore, "waker": None}
+        if config.max_backoff_seconds is not None:
+            common["max_delay_seconds"] = max(config.max_backoff_seconds, 1.0)
+        if config.wake_timeout_seconds is not None:
+            common["wake_timeout_seconds"] = config.wake_timeout_seconds
         if config.executions > 1:
             # Executions sharing a limit wake each other through callbacks, as deployed.
             if config.hand_off:

@@ -66,6 +66,9 @@ BRANCH_LEASE_TTL_SECONDS = 366 * 24 * 3600
 #: Hand-offs to dead waiters passed on in one release before giving up (the rest wait for
 #: their own timeouts, which is safe, only slower).
 _MAX_PASS_ON = 10
+#: The longest callback timeout a waiting round uses (the SDK accepts far more; a day keeps a
+#: wake-up that was never sent from stalling a waiter for longer).
+MAX_WAKE_TIMEOUT_SECONDS = 86_400
 
 _SEPARATOR = "#"
 
@@ -119,8 +122,7 @@ class DynamoDBLimiter:
         jitter: bool = True,
         random_source: Callable[[], float] | None = None,
         waker: Waker | Literal["auto", "lambda"] | None = "auto",
-        wake_timeout_seconds: int = 60,
-        wake_callbacks: int = 4,
+        wake_timeout_seconds: int = 900,
         local_wait_seconds: float = 2.0,
         signals: LocalSignals | None = None,
         clock_skew_seconds: float | None = None,
@@ -157,13 +159,13 @@ class DynamoDBLimiter:
             raise InvalidArgumentError(
                 "wake_timeout_seconds", wake_timeout_seconds, "must be an integer >= 1"
             )
+        if wake_timeout_seconds > MAX_WAKE_TIMEOUT_SECONDS:
+            raise InvalidArgumentError(
+                "wake_timeout_seconds",
+                wake_timeout_seconds,
+                f"must be at most {MAX_WAKE_TIMEOUT_SECONDS} (a day)",
+            )
         _check_positive("local_wait_seconds", local_wait_seconds, strict=False)
-        if (
-            isinstance(wake_callbacks, bool)
-            or not isinstance(wake_callbacks, int)
-            or not (1 <= wake_callbacks <= 10)
-        ):
-            raise InvalidArgumentError("wake_callbacks", wake_callbacks, "must be 1 to 10")
         if not (waker is None or waker in ("auto", "lambda") or isinstance(waker, Waker)):
             raise InvalidArgumentError(
                 "waker", waker, "must be None, 'auto', 'lambda' or a Waker (with a wake method)"
@@ -203,10 +205,12 @@ class DynamoDBLimiter:
         self._random = random_source if random_source is not None else random.random
         self._semaphore = semaphore
         self._lock = threading.Lock()
+        #: Timeout of a waiting branch's first callback: the fallback for a wake-up that was
+        #: never sent (a releaser that died between hand-off and wake-up, a refused API call).
+        #: Live releasers wake waiters at once, so this is not how long anyone normally waits.
+        #: Each further round doubles it (up to a day), so a wait of any length records only a
+        #: few operations. See :meth:`round_timeout_seconds`.
         self.wake_timeout_seconds = wake_timeout_seconds
-        #: Callbacks per wait round (timeouts 1x, 2x, ... the wake timeout): the queue entry
-        #: is written once per round, so more rungs mean fewer requests for a long wait.
-        self.wake_callbacks = wake_callbacks
         self.local_wait_seconds = float(local_wait_seconds)
         self.signals = signals if signals is not None else _local_signals
         self._waker_spec = waker
@@ -267,14 +271,24 @@ class DynamoDBLimiter:
         """How long a slot handed to a waiter whose callback is gone waits to be claimed."""
         return max(60.0, 3.0 * self.wake_timeout_seconds)
 
+    def round_timeout_seconds(self, round_number: int) -> int:
+        """Callback timeout of wait round ``round_number`` (1-based): the wake timeout,
+        doubled each round, at most a day. A branch that waits W seconds for a wake-up that
+        never comes records about log2(W / wake_timeout) callbacks, not W / wake_timeout."""
+        exponent = min(max(0, round_number - 1), 20)
+        return int(min(MAX_WAKE_TIMEOUT_SECONDS, self.wake_timeout_seconds * 2**exponent))
+
     @property
     def queue_ttl_seconds(self) -> float:
-        """How long a waiter's queue entry outlives its last check-in: several check-in
-        intervals (callback timeout or longest backoff), so only a dead waiter drops out."""
-        interval = max(
-            float(self.wake_timeout_seconds * self.wake_callbacks), self.max_delay_seconds
-        )
-        return 4 * interval + 60
+        """How long a polling waiter's queue entry outlives its last check-in: several
+        backoff intervals, so only a dead waiter drops out."""
+        return 4 * self.max_delay_seconds + 60
+
+    def callback_queue_ttl_seconds(self, round_number: int) -> float:
+        """A callback waiter checks in once per round: its entry outlives the round twice
+        over. Dead callback waiters are found sooner, by their gone callback at hand-off
+        and by the reaper."""
+        return 2.0 * self.round_timeout_seconds(round_number) + 60
 
     def acquire(
         self,
@@ -285,7 +299,8 @@ class DynamoDBLimiter:
         execution_arn: str | None = None,
         position: int | None = None,
         callback_id: str | None = None,
-        spare_callback_ids: tuple[str, ...] = (),
+        token: str | None = None,
+        queue_ttl_seconds: float | None = None,
     ) -> AcquireResult:
         """Take a slot or keep a place in the queue (see :meth:`DynamoDBSemaphore.acquire`);
         wakes any waiter the call handed a slot to on the way."""
@@ -297,8 +312,10 @@ class DynamoDBLimiter:
             execution_arn=execution_arn,
             position=position,
             callback_id=callback_id,
-            spare_callback_ids=spare_callback_ids,
-            queue_ttl_seconds=self.queue_ttl_seconds,
+            queue_ttl_seconds=(
+                self.queue_ttl_seconds if queue_ttl_seconds is None else queue_ttl_seconds
+            ),
+            token=token,
         )
         for grant in result.grants:
             self.wake(grant, releaser_arn=execution_arn)
@@ -335,12 +352,21 @@ class DynamoDBLimiter:
             ):
                 return WakeOutcome.DELIVERED  # a blocking hold waiting in this process
             same_execution = grant.execution_arn is not None and grant.execution_arn == releaser_arn
-            if same_execution and self.signals.wake(grant.execution_arn, grant.key, grant.holder):
-                return WakeOutcome.DELIVERED
             waker = self.waker
             if waker is None or grant.callback_id is None:
-                return outcome  # the waiter finds the slot at its next check
+                # A polling waiter: wake it in-process if it blocks here, else it finds the
+                # slot at its next check.
+                if same_execution and self.signals.wake(
+                    grant.execution_arn, grant.key, grant.holder
+                ):
+                    return WakeOutcome.DELIVERED
+                return outcome
+            # A callback waiter resumes only on its completed callback (its replays must see
+            # the same history), even in this execution; the local signal then makes it
+            # look at once instead of at its next refresh.
             outcome = wake_first_waiting(waker, grant)
+            if same_execution:  # never across executions: a Lambda sandbox runs one
+                self.signals.wake(grant.execution_arn, grant.key, grant.holder)
             if outcome is not WakeOutcome.GONE:
                 return outcome
             running = None

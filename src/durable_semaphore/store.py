@@ -1013,6 +1013,7 @@ class DynamoDBSemaphore:
         callback_id: str | None = None,
         spare_callback_ids: tuple[str, ...] = (),
         queue_ttl_seconds: float = DEFAULT_QUEUE_TTL_SECONDS,
+        token: str | None = None,
     ) -> AcquireResult:
         """Take a slot, or join the key's FIFO queue and wait for one to be handed over.
 
@@ -1021,7 +1022,9 @@ class DynamoDBSemaphore:
         place (its entry is refreshed for ``queue_ttl_seconds`` and ``callback_id`` recorded,
         so a releaser can wake it; ``spare_callback_ids`` are tried in order when that one has
         timed out). ``position``, the sequence number a previous call returned,
-        saves a round trip for a holder that knows it waits. Nothing is written on bad input.
+        saves a round trip for a holder that knows it waits. ``token`` is the fencing token a
+        fresh lease gets (default: a new random one); a caller that records nothing can derive
+        it again on replay. Nothing is written on bad input.
         """
         _validate_key(key)
         _validate_holder(holder)
@@ -1038,6 +1041,7 @@ class DynamoDBSemaphore:
         callbacks = (callback_id, *spare_callback_ids) if callback_id is not None else ()
         _validate_position(position)
         queue_ttl = _validate_ttl(queue_ttl_seconds, "queue_ttl_seconds")
+        chosen_token = _validate_token(token)
 
         grants: list[Grant] = []
         lower_hint = False
@@ -1049,7 +1053,7 @@ class DynamoDBSemaphore:
                     return _with_grants(touched, grants)
                 position = None  # the entry is gone: acquire or queue afresh
             expires_at = math.ceil(now + ttl)
-            token = new_token()
+            token = chosen_token or new_token()
             item: dict[str, Any] = {
                 PK: {"S": key},
                 SK: {"S": HOLDER_PREFIX + holder},

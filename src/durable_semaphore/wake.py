@@ -24,8 +24,10 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -220,20 +222,75 @@ def wake_first_waiting(waker: Waker, grant: Grant) -> WakeOutcome:
 
 
 class LocalSignals:
-    """In-process wake-ups between branches of one execution.
+    """In-process wake-ups and activity between branches of one execution.
 
     A waiter :meth:`waiting` on ``(execution, key, holder)`` blocks on an event for a bounded
     time; a releaser in the same execution and process that handed it the slot calls
     :meth:`wake`, which succeeds only if that waiter is blocked right now (otherwise the
-    releaser falls back to the callback, or the waiter to its next poll). :meth:`running`
-    marks bodies of an execution that hold ``key`` in this process: only then can a local
-    release come soon, so only then is an in-thread wait worth its compute time.
+    releaser falls back to the callback, or the waiter to its next check).
+
+    :meth:`active` marks work of an execution that keeps its invocation alive in this process:
+    a gate deciding, a body running, a release waiting for its checkpoint. A waiter stays
+    in-process (and notices its wake-up there) only while its execution is active; once it is
+    idle the waiter suspends, since nothing would see a completion anyway and the execution is
+    invoked again for it. :meth:`running` marks bodies that hold ``key``: only then can a local
+    release come soon on a polling route.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._events: dict[tuple[str, str, str], threading.Event] = {}
         self._running: dict[tuple[str, str], int] = {}
+        self._active: dict[str, int] = {}
+        self._idle_since: dict[str, float] = {}
+
+    # -- activity ----------------------------------------------------------------------------
+
+    def enter(self, execution_arn: str) -> None:
+        """One more piece of live work in ``execution_arn`` (pair with :meth:`leave`)."""
+        with self._lock:
+            self._active[execution_arn] = self._active.get(execution_arn, 0) + 1
+            self._idle_since.pop(execution_arn, None)
+
+    def leave(self, execution_arn: str) -> None:
+        with self._lock:
+            left = self._active.get(execution_arn, 0) - 1
+            if left > 0:
+                self._active[execution_arn] = left
+            else:
+                self._active.pop(execution_arn, None)
+                self._idle_since[execution_arn] = time.monotonic()
+                if len(self._idle_since) > 4096:  # forget long-finished executions
+                    oldest = sorted(self._idle_since, key=self._idle_since.__getitem__)
+                    for arn in oldest[:2048]:
+                        del self._idle_since[arn]
+            self._changed.notify_all()
+
+    @contextmanager
+    def active(self, execution_arn: str) -> Iterator[None]:
+        self.enter(execution_arn)
+        try:
+            yield
+        finally:
+            self.leave(execution_arn)
+
+    def idle_seconds(self, execution_arn: str) -> float | None:
+        """None while ``execution_arn`` has live work here; else how long it has had none."""
+        with self._lock:
+            if self._active.get(execution_arn, 0) > 0:
+                return None
+            since = self._idle_since.get(execution_arn)
+            return math.inf if since is None else time.monotonic() - since
+
+    def pause(self, event: threading.Event, timeout: float) -> None:
+        """Block up to ``timeout`` s, returning early on a local wake-up of ``event`` or any
+        change of activity (so a waiter reacts at once when its execution goes idle)."""
+        with self._lock:
+            if not event.is_set():
+                self._changed.wait(timeout)
+
+    # -- per-key bodies (polling route) -------------------------------------------------------
 
     @contextmanager
     def running(self, execution_arn: str, key: str) -> Iterator[None]:
@@ -254,6 +311,8 @@ class LocalSignals:
         """Whether a body of this execution that holds ``key`` runs in this process now."""
         with self._lock:
             return self._running.get((execution_arn, key), 0) > 0
+
+    # -- wake-ups -----------------------------------------------------------------------------
 
     @contextmanager
     def waiting(self, execution_arn: str, key: str, holder: str) -> Iterator[threading.Event]:
@@ -278,6 +337,7 @@ class LocalSignals:
             if event is None:
                 return False
             event.set()
+            self._changed.notify_all()
             return True
 
 
