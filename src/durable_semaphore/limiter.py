@@ -301,6 +301,8 @@ class DynamoDBLimiter:
         callback_id: str | None = None,
         token: str | None = None,
         queue_ttl_seconds: float | None = None,
+        enqueue: bool = True,
+        queue_first: bool = False,
     ) -> AcquireResult:
         """Take a slot or keep a place in the queue (see :meth:`DynamoDBSemaphore.acquire`);
         wakes any waiter the call handed a slot to on the way."""
@@ -316,6 +318,8 @@ class DynamoDBLimiter:
                 self.queue_ttl_seconds if queue_ttl_seconds is None else queue_ttl_seconds
             ),
             token=token,
+            enqueue=enqueue,
+            queue_first=queue_first,
         )
         for grant in result.grants:
             self.wake(grant, releaser_arn=execution_arn)

@@ -1014,6 +1014,7 @@ class DynamoDBSemaphore:
         spare_callback_ids: tuple[str, ...] = (),
         queue_ttl_seconds: float = DEFAULT_QUEUE_TTL_SECONDS,
         token: str | None = None,
+        queue_first: bool = False,
     ) -> AcquireResult:
         """Take a slot, or join the key's FIFO queue and wait for one to be handed over.
 
@@ -1024,7 +1025,9 @@ class DynamoDBSemaphore:
         timed out). ``position``, the sequence number a previous call returned,
         saves a round trip for a holder that knows it waits. ``token`` is the fencing token a
         fresh lease gets (default: a new random one); a caller that records nothing can derive
-        it again on replay. Nothing is written on bad input.
+        it again on replay. ``queue_first`` (a caller that was just refused) tries to join the
+        queue before trying for a slot: one request instead of two when the key is still full.
+        Nothing is written on bad input.
         """
         _validate_key(key)
         _validate_holder(holder)
@@ -1045,6 +1048,20 @@ class DynamoDBSemaphore:
 
         grants: list[Grant] = []
         lower_hint = False
+        if queue_first and position is None and enqueue:
+            queued = self._enqueue(
+                key,
+                holder,
+                limit,
+                _Meta.parse(None),
+                self._clock(),
+                ttl,
+                queue_ttl,
+                execution_arn,
+                callbacks,
+            )
+            if queued is not None:
+                return queued  # else a slot is free (or we hold one): the usual way below
         for attempt in range(_MAX_ATTEMPTS):
             now = self._clock()
             if position is not None:

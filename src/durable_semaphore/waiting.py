@@ -75,10 +75,10 @@ RETRY_OPERATION_NAME = "durable-semaphore-retry"
 
 #: How often a waiter whose invocation is alive asks for the execution's operations. Waiters of
 #: one execution share the request (the SDK batches refreshes due at the same instant).
-REFRESH_INTERVAL_SECONDS = 0.25
+REFRESH_INTERVAL_SECONDS = 0.1
 #: How long a waiter stays in-process after its execution went idle here: covers the SDK's own
 #: steps between two pieces of our work (a branch's SUCCEED checkpoint, admitting the next one).
-IDLE_GRACE_SECONDS = 0.15
+IDLE_GRACE_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +223,9 @@ def _acquire_now(scope: Scope, holder: str, **options: Any) -> dict[str, Any]:
 
 def _live_acquire(scope: Scope, holder: str) -> dict[str, Any]:
     scope.drain_local_releases()
-    return _acquire_now(scope, holder)
+    # A callback waiter joins the queue only once its callback exists (one request, with the
+    # callback id), so here it only tries for a slot.
+    return _acquire_now(scope, holder, enqueue=not scope.limiter.uses_callbacks)
 
 
 def _recorded_acquire(
@@ -231,7 +233,7 @@ def _recorded_acquire(
 ) -> dict[str, Any]:
     def decide(_step_ctx: Any) -> dict[str, Any]:
         scope.drain_local_releases()
-        out = _acquire_now(scope, holder)
+        out = _acquire_now(scope, holder, enqueue=not scope.limiter.uses_callbacks)
         out["queued"] = bool(out.get("queued")) or rounds > 0
         return out
 
@@ -278,6 +280,7 @@ def _register(scope: Scope, holder: str, rounds: int, callback_id: str) -> str |
         holder,
         callback_id=callback_id,
         queue_ttl_seconds=limiter.callback_queue_ttl_seconds(rounds),
+        queue_first=True,
     )
     waker = limiter.waker
     token = outcome.get("token")
