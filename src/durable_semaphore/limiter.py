@@ -126,7 +126,6 @@ class DynamoDBLimiter:
         local_wait_seconds: float = 2.0,
         signals: LocalSignals | None = None,
         clock_skew_seconds: float | None = None,
-        release_after_checkpoint: bool = True,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise InvalidArgumentError("name", name, "must be a non-empty string or None")
@@ -185,14 +184,6 @@ class DynamoDBLimiter:
         #: Others reclaim a lease only once it is expired by more than this (None: the
         #: store's default, 30 s). See :class:`DynamoDBSemaphore`.
         self.clock_skew_seconds = clock_skew_seconds
-        if not isinstance(release_after_checkpoint, bool):
-            raise InvalidArgumentError(
-                "release_after_checkpoint", release_after_checkpoint, "must be True or False"
-            )
-        #: A branch releases its slot only after a checkpoint proves its invocation is still
-        #: the live one (one durable step per branch), so a superseded invocation never frees
-        #: a slot the newer one still uses. False saves the step and leaves that window open.
-        self.release_after_checkpoint = release_after_checkpoint
         self.name = name
         self.limit = limit
         self.table_name = table_name

@@ -102,38 +102,48 @@ def replay_token(holder: str) -> str:
 
 def gate(scope: Scope, ctx: DurableContext, holder: str) -> Held | None:
     """Return the branch's slot, waiting durably as needed; None when the map already returned
-    (early completion orphaned this branch). May raise ``SuspendExecution``."""
+    (early completion orphaned this branch). May raise ``SuspendExecution``.
+
+    The walk is the same on every replay: at each position of the branch's history it either
+    finds one of our operations (and replays it) or the body's first one (the slot was held),
+    or nothing (and decides now, recording what a replay must find).
+    """
     walk = _Walk()
-    held: Held | _Retry | None
+    held: Held | _Next | None
     while True:
         found = _sdk_compat.next_operation(ctx)
-        ours = found is not None and found.name in _OURS
-        if found is not None and ours:
+        if found is not None and found.name in _OURS:
             walk.recorded_any = True
             if walk.first_started is None:
                 walk.first_started = found.started_at
         if found is not None and found.name == WAIT_OPERATION_NAME and found.kind == "CALLBACK":
             walk.rounds += 1
-            held = _wait_round(scope, ctx, holder, walk, new=False)
-            if held is None:
-                continue  # the round timed out: the next position decides
+            walk.round_next = False
+            held = _wait_round(scope, ctx, holder, walk, new=False) or _NEXT
         elif found is not None and found.name == POLL_OPERATION_NAME:
-            held = _poll(scope, ctx, holder)
+            return _poll(scope, ctx, holder)
         elif found is not None and found.name == RETRY_OPERATION_NAME:
             ctx.wait(Duration(seconds=1), name=RETRY_OPERATION_NAME)  # replayed: no wait
             continue
-        elif found is not None and not ours:
+        elif found is not None and found.name == ACQUIRE_OPERATION_NAME:
+            held = _decided(scope, ctx, holder, walk, _recorded_acquire(scope, ctx, holder, walk))
+        elif found is not None:
             # The first run went on to the body holding the slot: with the derived token,
             # unless a recorded decision gave another (that case returned earlier).
             return Held(replay_token(holder), waited=walk.rounds > 0, replayed=True)
+        elif walk.round_next:
+            walk.rounds += 1
+            walk.round_next = False
+            held = _wait_round(scope, ctx, holder, walk, new=True) or _NEXT
+        elif walk.recorded_any:
+            held = _decided(scope, ctx, holder, walk, _recorded_acquire(scope, ctx, holder, walk))
         else:
-            held = _decide(scope, ctx, holder, walk, recorded=walk.recorded_any or ours)
-        if held is _RETRY:
-            continue
+            held = _decided(scope, ctx, holder, walk, _live_acquire(scope, ctx, holder, walk))
         if held is None or isinstance(held, Held):
             if isinstance(held, Held):
                 _report_wait(scope, holder, ctx, walk)
             return held
+        # else: a round timed out, or a decision was to wait: the next position says more
 
 
 @dataclass
@@ -142,32 +152,25 @@ class _Walk:
 
     rounds: int = 0
     recorded_any: bool = False
+    #: The last decision was to wait: the next position is a wait round.
+    round_next: bool = False
     first_started: float | None = None
 
 
-class _Retry:
-    """The gate took another step; look at the next position."""
+class _Next:
+    """The gate goes on at the next position."""
 
 
-_RETRY = _Retry()
+_NEXT = _Next()
 
 
-def _decide(
-    scope: Scope, ctx: DurableContext, holder: str, walk: _Walk, *, recorded: bool
-) -> Held | _Retry | None:
-    """Take the slot or queue. The first decision of a branch is recorded nowhere (the
-    uncontended path costs no operation); any later one is a step, so replays repeat it."""
+def _decided(
+    scope: Scope, ctx: DurableContext, holder: str, walk: _Walk, decision: dict[str, Any]
+) -> Held | _Next | None:
+    """Act on one decision (recorded or not): hold, give up (orphaned), pause after a store
+    error, or wait (a callback round next, or polling without a waker)."""
     limiter = scope.limiter
-    if recorded:
-        decision = _recorded_acquire(scope, ctx, holder, walk.rounds)
-    else:
-        decision = _live_acquire(scope, holder)
-        if decision.get("held") and decision.get("token") != replay_token(holder):
-            # A slot with a token a replay cannot derive (handed to a queue place an earlier
-            # invocation took before it crashed): record it.
-            walk.recorded_any = True
-            decision = _recorded_acquire(scope, ctx, holder, walk.rounds)
-    logger.debug("durable-semaphore: %s decided %s (recorded=%s)", holder, decision, recorded)
+    logger.debug("durable-semaphore: %s decided %s", holder, decision)
     if decision.get("orphaned"):
         return None
     if decision.get("held"):
@@ -180,12 +183,11 @@ def _decide(
             Duration(seconds=limiter.backoff_delay(max(1, walk.rounds))),
             name=RETRY_OPERATION_NAME,
         )
-        return _RETRY
+        return _NEXT
     if not limiter.uses_callbacks:
         return _poll(scope, ctx, holder)
-    walk.rounds += 1
-    held = _wait_round(scope, ctx, holder, walk, new=True)
-    return _RETRY if held is None else held
+    walk.round_next = True
+    return _NEXT
 
 
 _OURS = frozenset(
@@ -221,20 +223,30 @@ def _acquire_now(scope: Scope, holder: str, **options: Any) -> dict[str, Any]:
     return {"held": False, "position": result.position, "queued": result.queued}
 
 
-def _live_acquire(scope: Scope, holder: str) -> dict[str, Any]:
+def _live_acquire(scope: Scope, ctx: DurableContext, holder: str, walk: _Walk) -> dict[str, Any]:
+    """The first decision, recorded nowhere: the uncontended path costs no operation. A
+    callback waiter joins the queue only once its callback exists (one request, with the
+    callback id), so here it only tries for a slot."""
     scope.drain_local_releases()
-    # A callback waiter joins the queue only once its callback exists (one request, with the
-    # callback id), so here it only tries for a slot.
-    return _acquire_now(scope, holder, enqueue=not scope.limiter.uses_callbacks)
+    decision = _acquire_now(scope, holder, enqueue=not scope.limiter.uses_callbacks)
+    if decision.get("held") and decision.get("token") != replay_token(holder):
+        # A slot with a token a replay cannot derive (handed to a queue place an earlier
+        # invocation took before it crashed): record it.
+        walk.recorded_any = True
+        return _recorded_acquire(scope, ctx, holder, walk)
+    return decision
 
 
 def _recorded_acquire(
-    scope: Scope, ctx: DurableContext, holder: str, rounds: int
+    scope: Scope, ctx: DurableContext, holder: str, walk: _Walk
 ) -> dict[str, Any]:
+    """A decision recorded as a step (after a timed-out round): replays return it unchanged."""
+    waited = walk.rounds > 0
+
     def decide(_step_ctx: Any) -> dict[str, Any]:
         scope.drain_local_releases()
         out = _acquire_now(scope, holder, enqueue=not scope.limiter.uses_callbacks)
-        out["queued"] = bool(out.get("queued")) or rounds > 0
+        out["queued"] = bool(out.get("queued")) or waited
         return out
 
     result: dict[str, Any] = ctx.step(decide, name=ACQUIRE_OPERATION_NAME)

@@ -18,7 +18,8 @@ from aws_durable_execution_sdk_python import DurableContext, durable_execution
 from aws_durable_execution_sdk_python.config import CompletionConfig, Duration
 from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
-import durable_semaphore.sdk as sdk
+import durable_semaphore.branch as branch
+import durable_semaphore.sdk
 from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, MapConfig
 from durable_semaphore.demo import (
     DemoConfig,
@@ -66,13 +67,13 @@ def test_executions_sharing_a_limit_hand_off_through_callbacks(
     semaphore: DynamoDBSemaphore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tokens: list[str | None] = []
-    original_release = sdk._release_quietly
+    original_release = branch._release_quietly
 
     def spy(scope: Any, holder: str, *, token: str | None = None, **options: Any) -> None:
         tokens.append(token)
         original_release(scope, holder, token=token, **options)
 
-    monkeypatch.setattr(sdk, "_release_quietly", spy)
+    monkeypatch.setattr(branch, "_release_quietly", spy)
     result, histories = _run_shared(semaphore, monkeypatch, items=6, executions=4)
     assert result.succeeded
     # Every branch releases by its lease's fencing token, woken ones included (the releaser
@@ -162,32 +163,6 @@ def test_hand_off_to_a_dead_waiter_passes_the_slot_on(semaphore: DynamoDBSemapho
     assert semaphore.slot_count("k").count == 1
 
 
-def test_wake_up_climbs_the_ladder_to_the_callback_still_waiting(
-    semaphore: DynamoDBSemaphore,
-) -> None:
-    """A waiter records a ladder of callbacks with growing timeouts; when the first has timed
-    out, the releaser wakes the next one instead of treating the waiter as gone."""
-    waker = _FakeWaker(gone={"rung-1"}, running={})
-    limiter = DynamoDBLimiter("k", 1, semaphore=semaphore, waker=waker)
-    semaphore.acquire("k", "a", 1)
-    position = limiter.acquire("k", "w", 1, execution_arn="arn:w").position
-    assert position is not None
-    limiter.acquire(
-        "k",
-        "w",
-        1,
-        position=position,
-        callback_id="rung-1",
-        spare_callback_ids=("rung-2", "rung-3"),
-    )
-    [entry] = semaphore.waiters("k")
-    assert (entry.callback_id, entry.spare_callback_ids) == ("rung-1", ("rung-2", "rung-3"))
-    limiter.release("k", "a")
-    assert waker.woken == ["rung-1", "rung-2"]
-    [lease] = semaphore.holders("k")
-    assert lease.holder == "w" and lease.expires_at > semaphore.now() + limiter.ttl_seconds / 2
-
-
 def test_gone_callback_of_a_live_waiter_keeps_the_slot_for_a_grace_period(
     semaphore: DynamoDBSemaphore,
 ) -> None:
@@ -239,7 +214,9 @@ def test_overlapping_invocations_enqueue_each_branch_once(
     """Two runs of one execution at once (a superseded invocation still running): branch
     holder ids are shared, so the queue holds each waiting branch once and the slots are
     shared by twins, never doubled."""
-    monkeypatch.setattr(sdk, "_execution_arn", lambda ctx: "arn:aws:lambda:test:twin")
+    monkeypatch.setattr(
+        durable_semaphore.sdk, "_execution_arn", lambda ctx: "arn:aws:lambda:test:twin"
+    )
     n, limit = 6, 2
     # A named limit below max_concurrency, so that branches of both runs really queue.
     limiter = DynamoDBLimiter("twin", limit, semaphore=semaphore, max_delay_seconds=1.0)

@@ -15,6 +15,7 @@ from durable_semaphore import (
     UnsupportedSDKVersionError,
 )
 from durable_semaphore.limiter import resolve_table_name
+from durable_semaphore.store import is_transient_error
 
 
 def test_dynamodb_limiter_requires_max_concurrency() -> None:
@@ -59,8 +60,8 @@ def test_limiter_refuses_bad_settings_at_construction(kwargs: dict[str, object],
 def test_connection_timeouts_are_transient() -> None:
     from botocore.exceptions import ConnectTimeoutError, ResponseStreamingError
 
-    assert sdk._is_transient(ConnectTimeoutError(endpoint_url="http://x"))
-    assert sdk._is_transient(ResponseStreamingError(error="reset"))
+    assert is_transient_error(ConnectTimeoutError(endpoint_url="http://x"))
+    assert is_transient_error(ResponseStreamingError(error="reset"))
 
 
 def test_scope_keys_and_holder_ids() -> None:

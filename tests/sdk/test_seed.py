@@ -143,15 +143,18 @@ def test_observer_catches_a_violation_control(limiter_env: Any) -> None:
     assert peak_of(res, "WaitOperation") > LIMIT
 
 
-@pytest.mark.parametrize("release_after_checkpoint", [True, False])
-def test_extra_durable_operations_per_branch(
-    limiter_env: Any, release_after_checkpoint: bool
-) -> None:
-    """When the lease is free at once, the limiter adds one operation per branch, the
-    ``wait_for_condition`` that acquired it (a STEP with sub type WaitForCondition), plus the
-    release checkpoint (a step) unless ``release_after_checkpoint=False``."""
+@pytest.mark.parametrize("nesting", ["NESTED", "FLAT"])
+def test_extra_durable_operations_per_branch(limiter_env: Any, nesting: str) -> None:
+    """When the lease is free at once, the limiter records nothing in a NESTED map: the gate
+    acquires straight from the store, and the release waits for the branch's own SUCCEED
+    checkpoint. A FLAT branch has no checkpoint of its own, so it records one step
+    (``durable-semaphore-release``) before it releases. Both histories are compared with the
+    bare SDK's, operation for operation."""
+    from aws_durable_execution_sdk_python.config import NestingType
+
     n = 8
-    limiter = DynamoDBLimiter(release_after_checkpoint=release_after_checkpoint)
+    limiter = DynamoDBLimiter()
+    nesting_type = NestingType[nesting]
 
     def make(limited: bool) -> Callable[..., Any]:
         @durable_execution
@@ -160,14 +163,17 @@ def test_extra_durable_operations_per_branch(
                 ctx.wait(Duration.from_seconds(1))
                 return x
 
-            config = MapConfig(max_concurrency=n, limiter=limiter if limited else None)
+            config = MapConfig(
+                max_concurrency=n,
+                limiter=limiter if limited else None,
+                nesting_type=nesting_type,
+            )
             return context.map(list(range(n)), item, config=config).get_results()
 
         return handler
 
     counts = {}
-    extra: list[Any] = []
-    releases: list[Any] = []
+    ours: list[Any] = []
     for limited in (False, True):
         with DurableFunctionTestRunner(handler=make(limited)) as runner:
             res = runner.run(input="{}", execution_timeout=60)
@@ -177,11 +183,9 @@ def test_extra_durable_operations_per_branch(
         ops = all_operations(res)
         counts[limited] = len(ops)
         if limited:
-            extra = [op for op in ops if op.name == "durable-semaphore-acquire"]
-            releases = [op for op in ops if op.name == "durable-semaphore-release"]
-    per_branch = 2 if release_after_checkpoint else 1
+            ours = [op for op in ops if (op.name or "").startswith("durable-semaphore-")]
+    per_branch = 1 if nesting == "FLAT" else 0
     assert counts[True] - counts[False] == per_branch * n
-    assert len(extra) == n
-    assert len(releases) == (n if release_after_checkpoint else 0)
-    assert all(op.sub_type == "WaitForCondition" for op in extra)
-    assert all(op.status is OperationStatus.SUCCEEDED for op in extra)
+    assert len(ours) == per_branch * n
+    assert all(op.name == "durable-semaphore-release" for op in ours)
+    assert all(op.status is OperationStatus.SUCCEEDED for op in ours)

@@ -21,7 +21,7 @@ from aws_durable_execution_sdk_python.config import (
 from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create_retry_strategy
 from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
-import durable_semaphore.sdk as sdk
+import durable_semaphore.sdk
 from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, MapConfig, ParallelConfig
 from tests.sdk.observe import all_operations, peak_of
 
@@ -188,7 +188,7 @@ def test_early_completion_control_without_sweep_leaks(
 ) -> None:
     """Control: with the sweep disabled the abandoned branches' leases stay behind, so the
     previous test really exercises the sweep."""
-    monkeypatch.setattr(sdk, "_sweep", lambda scope: None)
+    monkeypatch.setattr(durable_semaphore.sdk, "sweep", lambda scope: None)
     _ok(_run(_early_handler("dynamodb")))
     # Any leak proves the point. Usually items 3 and 4 were admitted, then abandoned (5 and 6
     # too, if admitted before the coordinator saw min_successful); on a slow machine item 4 may
@@ -222,7 +222,9 @@ def test_overlapping_invocations_take_no_extra_slot(
     """Two runs of the same execution (same ARN, same operation ids) at once, as when a
     superseded invocation still runs: each branch's holder id is the same in both, so the
     second run re-enters the first run's leases instead of competing for slots."""
-    monkeypatch.setattr(sdk, "_execution_arn", lambda ctx: "arn:aws:lambda:test:overlap")
+    monkeypatch.setattr(
+        durable_semaphore.sdk, "_execution_arn", lambda ctx: "arn:aws:lambda:test:overlap"
+    )
     recording = RecordingSemaphore(table_name=semaphore.table_name, client=semaphore.client)
     limiter = DynamoDBLimiter(semaphore=recording)  # per-operation scope, limit 5
     n = 5
