@@ -35,23 +35,31 @@ from store_bench import _infra  # the bench scripts' shared DynamoDB Local loade
 SCENARIOS: list[tuple[str, dict[str, Any], str | None]] = [
     ("native 100 x1", {"items": 100, "use_limiter": False}, None),
     ("shared 10 x10 (hand-off)", {"items": 10, "executions": 10}, "native 100 x1"),
-    (
-        "shared 10 x10 (polling)",
-        {"items": 10, "executions": 10, "hand_off": False},
-        "native 100 x1",
-    ),
     ("native 120 x1", {"items": 120, "use_limiter": False}, None),
     ("shared 40 x3 (hand-off)", {"items": 40, "executions": 3}, "native 120 x1"),
     ("per-operation 100 x1", {"items": 100}, "native 100 x1"),
+    ("native 500 x1", {"items": 500, "use_limiter": False}, None),
+    ("shared 50 x10 (hand-off)", {"items": 50, "executions": 10}, "native 500 x1"),
 ]
+#: Polling at the library's defaults (backoff up to 60 s): the slow route, on request.
+POLLING = (
+    "shared 10 x10 (polling)",
+    {"items": 10, "executions": 10, "hand_off": False},
+    "native 100 x1",
+)
+#: Lambda's price of a durable operation, dollars.
+DURABLE_OPERATION_USD = 8.0 / 1_000_000
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clock", choices=("skip", "real"), default="skip")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--wake-timeout", type=int, default=None, help="demo-only; default: the library's")
+    parser.add_argument(
+        "--wake-timeout", type=int, default=None, help="demo-only; default: the library's"
+    )
     parser.add_argument("--only", default=None, help="run scenarios whose label contains this")
+    parser.add_argument("--with-polling", action="store_true", help="also run " + POLLING[0])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -67,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         sem = DynamoDBSemaphore(f"bench-{uuid.uuid4().hex[:8]}", client)
         sem.create_table()
+        scenarios = SCENARIOS + ([POLLING] if args.with_polling else [])
+        # --only: the matching scenarios and the baselines they are compared with.
+        picked = [(lbl, b) for lbl, _o, b in scenarios if args.only and args.only in lbl]
+        wanted = {lbl for lbl, _b in picked} | {b for _l, b in picked if b is not None}
         for _ in range(args.rounds):
-            for label, options, _base in SCENARIOS:
-                if args.only and args.only not in label and _base is not None:
+            for label, options, _base in scenarios:
+                if args.only and label not in wanted:
                     continue
                 config = DemoConfig(
                     real_time=args.clock == "real",
@@ -84,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.median(float(r[field]) for r in rows[label])
 
     table = []
-    for label, _options, base in SCENARIOS:
-        if label not in rows:
+    for label, _options, base in scenarios:
+        if label not in rows or (base is not None and base not in rows):
             continue
         makespan = med(label, "makespan_seconds")
+        ops = med(label, "durable_operations_per_branch")
+        extra = ops - med(base, "durable_operations_per_branch") if base in rows else 0.0
+        busy = [r["busy_while_waiting"] for r in rows[label] if r["busy_while_waiting"] is not None]
         entry = {
             "scenario": label,
             "peak": max(int(r["peak_in_flight"]) for r in rows[label]),
@@ -95,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             "makespan_seconds": round(makespan, 1),
             "ratio_to_native": round(makespan / med(base, "makespan_seconds"), 2) if base else None,
             "requests_per_branch": round(med(label, "dynamodb_requests_per_branch"), 2),
-            "durable_ops_per_branch": round(med(label, "durable_operations_per_branch"), 2),
+            "durable_ops_per_branch": round(ops, 2),
+            "extra_ops_per_branch": round(extra, 2),
+            "extra_ops_usd_per_million_branches": round(extra * DURABLE_OPERATION_USD * 1e6, 2),
+            "busy_while_waiting": round(statistics.median(busy), 3) if busy else None,
+            "invalid_pending": sum(int(r["invalid_pending_outputs"]) for r in rows[label]),
             "jain_fairness": round(med(label, "jain_fairness"), 3),
             "left": max(int(r["leases_left"]) + int(r["waiters_left"]) for r in rows[label]),
             "runs": len(rows[label]),
@@ -104,18 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"clock": args.clock, "rows": table}, indent=2))
         return 0
-    print(
-        f"clock: {args.clock}; medians of {args.rounds} round(s); "
-        f"wake timeout {args.wake_timeout} s"
+    timeout = "library default" if args.wake_timeout is None else f"{args.wake_timeout} s"
+    print(f"clock: {args.clock}; medians of {args.rounds} round(s); wake timeout {timeout}")
+    header = (
+        "scenario                   peak  makespan  ratio  req/br  ops/br  +ops $/M  busy  "
+        "Jain   inv.PENDING left"
     )
-    header = "scenario                   peak  makespan  ratio  req/branch  ops/branch  Jain   left"
     print(header)
     for e in table:
         ratio = f"{e['ratio_to_native']:.2f}" if e["ratio_to_native"] is not None else "  -  "
+        busy_text = (
+            f"{e['busy_while_waiting']:.2f}" if e["busy_while_waiting"] is not None else "  - "
+        )
         print(
             f"{e['scenario']:<26} {e['peak']:>2}/{e['limit']:<2} {e['makespan_seconds']:>7.1f}  "
-            f"{ratio:>5}  {e['requests_per_branch']:>10.2f}  {e['durable_ops_per_branch']:>10.2f}"
-            f"  {e['jain_fairness']:.3f}  {e['left']:>4}"
+            f"{ratio:>5}  {e['requests_per_branch']:>6.2f}  {e['durable_ops_per_branch']:>6.2f}"
+            f"  {e['extra_ops_usd_per_million_branches']:>8.2f}  {busy_text}  "
+            f"{e['jain_fairness']:.3f}  {e['invalid_pending']:>11}  {e['left']:>4}"
         )
     return 0
 
