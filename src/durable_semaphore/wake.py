@@ -3,20 +3,25 @@
 The store hands a freed slot to the oldest waiter in the same transaction that frees it (see
 :mod:`durable_semaphore.store`); this module only tells the waiter. Two routes:
 
-* **Across executions**, a waiting branch suspends on a durable callback. The releaser
-  completes it with the Lambda API ``SendDurableExecutionCallbackSuccess`` through a
-  :class:`Waker`. :class:`LambdaCallbackWaker` is the production one (a boto3 ``lambda``
-  client); pointed at the testing library's local web server (``AWS_ENDPOINT_URL_LAMBDA``) it
-  is also the one the demo and tests use.
+* **The callback**: a waiting branch records a durable callback, and the releaser completes it
+  with the Lambda API ``SendDurableExecutionCallbackSuccess`` through a :class:`Waker`, with
+  the lease's token as the result. :class:`LambdaCallbackWaker` is the production one (a boto3
+  ``lambda`` client); pointed at the testing library's local web server
+  (``AWS_ENDPOINT_URL_LAMBDA``) it is also the one the demo and tests use. A callback waiter
+  resumes only on its completed callback, in its own execution too, so its replays see the
+  same history.
 * **Within one execution in one process** (the branches of one map running in one invocation),
-  :class:`LocalSignals` lets the waiting check block briefly on an event that the releaser
-  sets. It is keyed by execution ARN: a deployed Lambda sandbox runs one invocation at a time,
-  and the local runner hosts many executions in one process, so a wider scope would make the
-  demo faster than production could ever be.
+  :class:`LocalSignals` makes a waiter look at once: a callback waiter refreshes its
+  execution's operations, a polling one checks the store. :class:`LocalSignals` also tracks an
+  execution's live work here, which decides whether a waiter stays in-process (and sees its
+  wake-up there) or suspends (see :mod:`durable_semaphore.waiting`). It is keyed by execution
+  ARN: a deployed Lambda sandbox runs one invocation at a time, and the local runner hosts many
+  executions in one process, so a wider scope would make the demo faster than production could
+  ever be.
 
-Wake-ups get lost (a completion that lands while the waiter's own invocation is running is not
-seen until its next invocation), so every wait has a timeout after which the waiter checks the
-store again: the slot is already its own, or it waits again.
+A callback's timeout is the fallback for a wake-up that was never sent (a releaser that died
+between hand-off and wake-up, a refused API call): then the waiter reads the store, where the
+slot is usually already its own.
 """
 
 from __future__ import annotations
@@ -205,11 +210,9 @@ def wake_payload(grant: Grant) -> bytes:
 
 
 def wake_first_waiting(waker: Waker, grant: Grant) -> WakeOutcome:
-    """Wake the first callback of ``grant``'s ladder that still waits.
-
-    A waiter records callbacks with growing timeouts and waits on them in order, so a timed-out
-    first rung only means "try the next". GONE comes back only when every rung is gone.
-    """
+    """Wake ``grant``'s callback, or the first of its spares that still waits (the store keeps
+    spare callbacks for waiters that record several). GONE comes back only when every one is
+    gone."""
     outcome = WakeOutcome.GONE
     payload = wake_payload(grant)
     for callback_id in (grant.callback_id, *grant.spare_callback_ids):

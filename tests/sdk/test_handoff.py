@@ -81,6 +81,10 @@ def test_executions_sharing_a_limit_hand_off_through_callbacks(
     assert len(tokens) == 24 and all(tokens), tokens
     assert result.wake_mode == "callback"
     assert 2 <= result.peak_in_flight <= LIMIT, result.peak_in_flight
+    # At the library's defaults: no invocation returned PENDING with nothing pending, and a
+    # branch recorded at most one operation of ours (the native map records 2 per branch).
+    assert result.invalid_pending_outputs == 0
+    assert result.durable_operations_per_branch <= 3.1, result.durable_operations_per_branch
     assert result.leases_left == 0 and result.waiters_left == 0
     statuses = [s for res in histories for s in _wait_callbacks(res)]
     # Branches were handed a slot while their execution was suspended on the callback, and
