@@ -267,3 +267,43 @@ def test_holder_ids_name_the_map_and_the_index(
     assert set(outcome["holders"]["acquire"]) == expected
     assert set(outcome["holders"]["release"]) == expected
     assert leases_left() == []
+
+
+def test_next_operation_and_terminal_reads_match_the_history(
+    limiter_env: Any, run_scenario: RunScenario
+) -> None:
+    """``next_operation`` sees nothing at a branch's next position on the first run and the
+    body's recorded operation on a replay (what the uncontended gate relies on), and
+    ``operation_terminal`` sees a finished branch's container as terminal once its SUCCEED is
+    checkpointed (what the release waits for). The observations travel in the result: on
+    testing 1.2.1 the scenario runs in another process."""
+
+    def shown(found: Any) -> list[Any] | None:
+        return None if found is None else [found.name, found.kind]
+
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        peeked = _sdk_compat.next_operation_id(context)
+
+        def item(ctx: DurableContext, x: int, i: int, items: Any) -> Any:
+            now = shown(_sdk_compat.next_operation(ctx))
+            # The step keeps what the first run saw; a replay returns it and looks again.
+            first = ctx.step(lambda _s: now, name="probe-step")
+            ctx.wait(Duration.from_seconds(1))  # the branch is replayed after this
+            return [first, now]
+
+        out = context.map([5], item, config=MapConfig(max_concurrency=1)).get_results()
+        branch = _sdk_compat.branch_operation_id(peeked, 0)
+        under_map = _sdk_compat.subtree_terminal(context.state, peeked)
+        return {
+            "branch": out[0],
+            "terminal": _sdk_compat.operation_terminal(context.state, branch),
+            "under_map": sorted(under_map.values()),
+        }
+
+    result = ok(_run(handler, run_scenario))
+    first, replayed = result["branch"]
+    assert first is None
+    assert replayed == ["probe-step", "STEP"]
+    assert result["terminal"] is True
+    assert result["under_map"] and all(result["under_map"]), result
