@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACQUIRE_OPERATION_NAME",
     "IDLE_GRACE_SECONDS",
+    "MAX_REFRESH_INTERVAL_SECONDS",
     "POLL_OPERATION_NAME",
     "REFRESH_INTERVAL_SECONDS",
     "RETRY_OPERATION_NAME",
@@ -73,9 +74,11 @@ POLL_OPERATION_NAME = "durable-semaphore-poll"
 #: A durable pause after the store failed transiently, before the next decision.
 RETRY_OPERATION_NAME = "durable-semaphore-retry"
 
-#: How often a waiter whose invocation is alive asks for the execution's operations. Waiters of
-#: one execution share the request (the SDK batches refreshes due at the same instant).
+#: How often a waiter whose invocation is alive asks for the execution's operations, at first.
+#: Waiters of one execution share the request (the SDK batches refreshes due at one instant).
 REFRESH_INTERVAL_SECONDS = 0.1
+#: The longest interval between a live waiter's refreshes (it backs off while nothing comes).
+MAX_REFRESH_INTERVAL_SECONDS = 2.0
 #: How long a waiter stays in-process after its execution went idle here: covers the SDK's own
 #: steps between two pieces of our work (a branch's SUCCEED checkpoint, admitting the next one).
 IDLE_GRACE_SECONDS = 0.05
@@ -326,10 +329,17 @@ def _callback_outcome(callback: Any) -> Any:
 
 
 def _await_callback(scope: Scope, ctx: DurableContext, holder: str, callback: Any) -> Held | None:
-    """Wait in-process while the execution is active here, else suspend on the callback."""
+    """Wait in-process while the execution is active here, else suspend on the callback.
+
+    In-process, the waiter looks again at once when a releaser of its own execution signals
+    it, and otherwise refreshes every 0.1 s, backing off to every 2 s while nothing comes (a
+    long body elsewhere in the invocation should not cost a refresh every 0.1 s for minutes).
+    """
     arn = scope.execution_arn
     signals = scope.limiter.signals
     in_process = _sdk_compat.can_refresh(ctx)
+    interval = REFRESH_INTERVAL_SECONDS
+    last = time.monotonic()
     signals.leave(arn)  # a waiter does not keep its invocation alive
     try:
         with signals.waiting(arn, scope.key, holder) as woken:
@@ -340,9 +350,20 @@ def _await_callback(scope: Scope, ctx: DurableContext, holder: str, callback: An
                 idle = signals.idle_seconds(arn)
                 if idle is not None and idle >= IDLE_GRACE_SECONDS:
                     break
-                signals.pause(woken, REFRESH_INTERVAL_SECONDS)
-                woken.clear()
-                _refresh(ctx, aligned=not woken.is_set())
+                if idle is not None:
+                    pause = IDLE_GRACE_SECONDS - idle
+                else:
+                    pause = interval - (time.monotonic() - last)
+                if pause > 0:
+                    signals.pause(woken, pause)
+                if woken.is_set():
+                    woken.clear()
+                    _refresh(ctx, aligned=False)
+                    last, interval = time.monotonic(), REFRESH_INTERVAL_SECONDS
+                elif time.monotonic() - last >= interval:
+                    _refresh(ctx, aligned=True)
+                    last = time.monotonic()
+                    interval = min(MAX_REFRESH_INTERVAL_SECONDS, interval * 1.5)
             if in_process:
                 _refresh(ctx, aligned=False)  # the last look before suspending
     finally:
@@ -355,6 +376,7 @@ def _await_callback(scope: Scope, ctx: DurableContext, holder: str, callback: An
 
 
 def _refresh(ctx: DurableContext, *, aligned: bool) -> None:
+    """Refresh now, or at the next 0.1 s mark, so that waiters of one execution share it."""
     now = time.time()
     at = math.ceil(now / REFRESH_INTERVAL_SECONDS) * REFRESH_INTERVAL_SECONDS if aligned else now
     _sdk_compat.refresh(ctx, at=at)
