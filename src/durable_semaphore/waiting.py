@@ -124,7 +124,7 @@ def gate(scope: Scope, ctx: DurableContext, holder: str) -> Held | None:
             walk.round_next = False
             held = _wait_round(scope, ctx, holder, walk, new=False) or _NEXT
         elif found is not None and found.name == POLL_OPERATION_NAME:
-            return _poll(scope, ctx, holder)
+            held = _poll(scope, ctx, holder)
         elif found is not None and found.name == RETRY_OPERATION_NAME:
             ctx.wait(Duration(seconds=1), name=RETRY_OPERATION_NAME)  # replayed: no wait
             continue
