@@ -97,19 +97,24 @@ def branch_waits(
 def wait_spans(
     result: Any, kind: str = "InvokeOperation", name: str | None = None
 ) -> list[tuple[float, float]]:
-    """(start, end) of each branch's wait for its slot: from the branch's start to its ``kind``
-    start, as :func:`branch_waits` measures it; waits shorter than 10 ms are left out."""
+    """(start, end) of each wait for a slot: from the branch's start to its ``kind`` start,
+    for the branches whose history holds a wait of the limiter (a callback or a poll). A
+    branch that got its slot at once spent that time on one acquire, not waiting."""
     ops = {op.operation_id: op for op in all_operations(result)}
+    waited = {
+        getattr(op, "parent_id", None)
+        for op in ops.values()
+        if (op.name or "") in ("durable-semaphore-wait", "durable-semaphore-poll")
+    }
     spans: list[tuple[float, float]] = []
     for op in ops.values():
         if not _is_task(op, kind, name) or op.start_timestamp is None:
             continue
-        parent = ops.get(getattr(op, "parent_id", None) or "")
-        if parent is None or parent.start_timestamp is None:
+        parent_id = getattr(op, "parent_id", None)
+        parent = ops.get(parent_id or "")
+        if parent is None or parent.start_timestamp is None or parent_id not in waited:
             continue
-        start, end = parent.start_timestamp.timestamp(), op.start_timestamp.timestamp()
-        if end - start > 0.01:
-            spans.append((start, end))
+        spans.append((parent.start_timestamp.timestamp(), op.start_timestamp.timestamp()))
     return spans
 
 
