@@ -288,3 +288,15 @@ def test_late_timer_filter_drops_only_the_already_completed_report() -> None:
     assert not late.filter(record("[arn] Error processing wait succeeded.", done))
     assert late.filter(record("[arn] Error processing wait succeeded.", RuntimeError("boom")))
     assert late.filter(record("[arn] something else", done))
+
+
+def test_busy_while_waiting_averages_the_slots_in_use_over_the_waiting_time() -> None:
+    from durable_semaphore.demo import busy_while_waiting
+
+    # Two slots; one task runs 0-1 s, another 0-2 s; someone waits 0-2 s: 1.5 of 2 slots.
+    assert busy_while_waiting([(0, 1), (0, 2)], [(0, 2)], 2) == pytest.approx(0.75)
+    # Time when nobody waits does not count: an idle stretch 2-10 s changes nothing.
+    assert busy_while_waiting([(0, 1), (0, 2), (9, 10)], [(0, 2)], 2) == pytest.approx(0.75)
+    # Both slots busy for the whole wait: 100 %; nobody waiting: no figure at all.
+    assert busy_while_waiting([(0, 4), (0, 4)], [(1, 3), (2, 4)], 2) == pytest.approx(1.0)
+    assert busy_while_waiting([(0, 4)], [], 2) is None

@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_durable_execution_sdk_python.config import CallbackConfig, Duration
 from aws_durable_execution_sdk_python.context import DurableContext
@@ -47,7 +47,9 @@ from durable_semaphore.store import AcquireResult, Grant, is_transient_error
 from durable_semaphore.wake import WakeOutcome, wake_payload
 
 if TYPE_CHECKING:
-    from durable_semaphore.branch import Scope
+    import threading
+
+    from durable_semaphore.limiter import DynamoDBLimiter
 
 __all__ = [
     "ACQUIRE_OPERATION_NAME",
@@ -58,6 +60,7 @@ __all__ = [
     "RETRY_OPERATION_NAME",
     "WAIT_OPERATION_NAME",
     "Held",
+    "Scope",
     "gate",
     "replay_token",
 ]
@@ -94,6 +97,23 @@ class Held:
     waited: bool
     #: The first run took the slot and this is a replay of it: nothing was read from the store.
     replayed: bool = False
+
+
+class Scope(Protocol):
+    """What the gate needs of its map or parallel (``branch.Scope`` is the one in use)."""
+
+    limiter: DynamoDBLimiter
+    execution_arn: str
+    key: str
+    limit: int
+    #: Set once the map has returned: a branch still deciding gives its slot straight back.
+    closed: threading.Event
+
+    def release_now(
+        self, holder: str, *, waited: bool, token: str | None = None, report_lost: bool = False
+    ) -> None: ...
+
+    def drain_local_releases(self) -> None: ...
 
 
 def replay_token(holder: str) -> str:
