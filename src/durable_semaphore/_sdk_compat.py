@@ -93,21 +93,17 @@ def _checkpoint(state: Any, operation_id: str) -> Any:
     """``state.get_checkpoint_result(id)`` as a pure read (SDK 3 would otherwise run a
     plugin's end hook, which belongs to the read that consumes the result)."""
     getter = getattr(state, GET_CHECKPOINT_RESULT)
-    if _takes_claim_flag(getter):
+    if _takes_claim_flag(getattr(getter, "__func__", getter)):
         return getter(operation_id, claim_end_hook=False)
     return getter(operation_id)
 
 
 @functools.cache
-def _claim_flag_in(function: Any) -> bool:
+def _takes_claim_flag(function: Any) -> bool:
     try:
         return "claim_end_hook" in inspect.signature(function).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return False
-
-
-def _takes_claim_flag(getter: Any) -> bool:
-    return _claim_flag_in(getattr(getter, "__func__", getter))
 
 
 def recorded(state: Any, operation_id: str) -> RecordedOperation | None:
@@ -233,12 +229,31 @@ def subtree_terminal(state: Any, root_id: str) -> dict[str, bool]:
     it) without acting on it. Reads ``ExecutionState.operations``, the SDK's own snapshot of
     the execution's operations (a copy).
     """
+    return {op_id: terminal for op_id, _branch, terminal in _under(state, root_id)}
+
+
+def progress_since(state: Any, root_id: str, before: dict[str, bool]) -> int:
+    """Operations under ``root_id`` that turned terminal since ``before`` while the branch
+    they belong to is not terminal: a suspended branch that could go on if driven again."""
+    under = _under(state, root_id)
+    terminal = {op_id: done for op_id, _branch, done in under}
+    return sum(
+        1
+        for op_id, branch, done in under
+        if done and not before.get(op_id) and branch != op_id and not terminal.get(branch)
+    )
+
+
+def _under(state: Any, root_id: str) -> list[tuple[str, str, bool]]:
+    """(operation id, the child of ``root_id`` it lies under, terminal?) for every operation
+    under ``root_id``."""
     operations: dict[str, Any] = dict(getattr(state, "operations", {}) or {})
     parents = {op_id: getattr(op, "parent_id", None) for op_id, op in operations.items()}
-    out: dict[str, bool] = {}
+    out: list[tuple[str, str, bool]] = []
     for op_id, op in operations.items():
-        if _branch_of(op_id, root_id, parents) is not None:
-            out[op_id] = _enum_name(getattr(op, "status", "")) in _TERMINAL
+        branch = _branch_of(op_id, root_id, parents)
+        if branch is not None:
+            out.append((op_id, branch, _enum_name(getattr(op, "status", "")) in _TERMINAL))
     return out
 
 
@@ -253,25 +268,6 @@ def _branch_of(op_id: str, root_id: str, parents: dict[str, str | None]) -> str 
             return current
         current = parent
     return None
-
-
-def progress_since(state: Any, root_id: str, before: dict[str, bool]) -> int:
-    """Operations under ``root_id`` that turned terminal since ``before`` while the branch
-    they belong to is not terminal: a suspended branch that could go on if driven again."""
-    operations: dict[str, Any] = dict(getattr(state, "operations", {}) or {})
-    parents = {op_id: getattr(op, "parent_id", None) for op_id, op in operations.items()}
-    count = 0
-    for op_id, op in operations.items():
-        if _enum_name(getattr(op, "status", "")) not in _TERMINAL or before.get(op_id):
-            continue
-        branch = _branch_of(op_id, root_id, parents)
-        if branch is None or branch == op_id:
-            continue
-        branch_op = operations.get(branch)
-        if branch_op is not None and _enum_name(getattr(branch_op, "status", "")) in _TERMINAL:
-            continue
-        count += 1
-    return count
 
 
 def rewind_to(ctx: DurableContext, operation_id: str) -> bool:

@@ -134,7 +134,6 @@ def run_gated(scope: Scope, ctx: DurableContext, index: int, body: Callable[[], 
         held = gate(scope, ctx, holder)
     if held is None:
         return None  # type: ignore[return-value]  # the map returned without this branch
-    logger.debug("durable-semaphore: %s holds its slot: %s", holder, held)
     if held.replayed:
         _renew_on_replay(scope, holder, held)
     keys = HELD_KEYS.set(scope.held_outside | {scope.key})
@@ -142,7 +141,6 @@ def run_gated(scope: Scope, ctx: DurableContext, index: int, body: Callable[[], 
         with signals.active(arn), signals.running(arn, scope.key):
             result = body()
     except BaseException as exc:
-        logger.debug("durable-semaphore: %s body left with %r", holder, exc)
         if is_terminal(exc):
             _finish(
                 scope, ctx, holder, expected, held, orphaned=isinstance(exc, OrphanedChildException)

@@ -75,47 +75,45 @@ def operation_intervals(
     return spans
 
 
-def branch_waits(
-    result: Any, kind: str = "InvokeOperation", name: str | None = None
-) -> list[float]:
-    """Seconds each branch waited for its slot: from the branch's start to its ``kind`` start.
-
-    Read from the history (the branch is the invoke's parent context), not from the limiter.
-    """
+def _branch_waits(
+    result: Any, kind: str, name: str | None
+) -> list[tuple[str | None, float, float]]:
+    """(branch id, branch start, ``kind`` start) for each task, from the history (the branch
+    is the task's parent context), never from the limiter."""
     ops = {op.operation_id: op for op in all_operations(result)}
-    waits: list[float] = []
-    for op in ops.values():
-        if not _is_task(op, kind, name) or op.start_timestamp is None:
-            continue
-        parent = ops.get(getattr(op, "parent_id", None) or "")
-        if parent is None or parent.start_timestamp is None:
-            continue
-        waits.append(max(0.0, (op.start_timestamp - parent.start_timestamp).total_seconds()))
-    return waits
-
-
-def wait_spans(
-    result: Any, kind: str = "InvokeOperation", name: str | None = None
-) -> list[tuple[float, float]]:
-    """(start, end) of each wait for a slot: from the branch's start to its ``kind`` start,
-    for the branches whose history holds a wait of the limiter (a callback or a poll). A
-    branch that got its slot at once spent that time on one acquire, not waiting."""
-    ops = {op.operation_id: op for op in all_operations(result)}
-    waited = {
-        getattr(op, "parent_id", None)
-        for op in ops.values()
-        if (op.name or "") in ("durable-semaphore-wait", "durable-semaphore-poll")
-    }
-    spans: list[tuple[float, float]] = []
+    out: list[tuple[str | None, float, float]] = []
     for op in ops.values():
         if not _is_task(op, kind, name) or op.start_timestamp is None:
             continue
         parent_id = getattr(op, "parent_id", None)
         parent = ops.get(parent_id or "")
-        if parent is None or parent.start_timestamp is None or parent_id not in waited:
+        if parent is None or parent.start_timestamp is None:
             continue
-        spans.append((parent.start_timestamp.timestamp(), op.start_timestamp.timestamp()))
-    return spans
+        out.append((parent_id, parent.start_timestamp.timestamp(), op.start_timestamp.timestamp()))
+    return out
+
+
+def branch_waits(
+    result: Any, kind: str = "InvokeOperation", name: str | None = None
+) -> list[float]:
+    """Seconds each branch waited for its slot: from the branch's start to its ``kind`` start."""
+    return [max(0.0, end - start) for _b, start, end in _branch_waits(result, kind, name)]
+
+
+def wait_spans(
+    result: Any, kind: str = "InvokeOperation", name: str | None = None
+) -> list[tuple[float, float]]:
+    """(start, end) of each wait for a slot, as :func:`branch_waits` measures it, for the
+    branches whose history holds a wait of the limiter (a callback or a poll). A branch that
+    got its slot at once spent that time on one acquire, not waiting."""
+    waited = {
+        getattr(op, "parent_id", None)
+        for op in all_operations(result)
+        if (op.name or "") in ("durable-semaphore-wait", "durable-semaphore-poll")
+    }
+    return [
+        (start, end) for branch, start, end in _branch_waits(result, kind, name) if branch in waited
+    ]
 
 
 def busy_while_waiting(
