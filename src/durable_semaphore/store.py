@@ -839,6 +839,13 @@ def leave_queue_ops(table: str, key: str, holder: str | None, seq: int) -> list[
     return ops
 
 
+#: A waiter's check-in passes only while this holds on the counter: every slot is taken and the
+#: earliest lease expiry (``xh``) is past the reclaim cutoff. Otherwise a slot is free behind
+#: the queue, or a holder may be dead: the waiter reconciles instead of waiting on (a missing
+#: hint fails the comparison, so it is read as "may have expired").
+KEY_FULL_OF_LIVE_LEASES = "#c >= :lim AND #xh > :cutoff"
+
+
 def touch_ops(
     table: str,
     key: str,
@@ -847,8 +854,19 @@ def touch_ops(
     queue_expires_at: int,
     callback_id: str | None,
     spare_callback_ids: tuple[str, ...] = (),
+    *,
+    limit: int,
+    reclaim_cutoff: float | None,
 ) -> list[dict[str, Any]]:
-    """A waiter checks in: keep its entry alive and record where to wake it."""
+    """A waiter checks in: keep its entry alive and record where to wake it.
+
+    The third item checks that the key is still full of live leases: every slot counted and
+    no lease possibly expired by ``reclaim_cutoff`` (the counter's expiry hint is above it).
+    When that fails the waiter reconciles and fills free slots itself, so a queue whose
+    holders died is served by its own waiters, without a newcomer or the reaper, at the same
+    one request per check. Without ``reclaim_cutoff`` the check is left out (a waiter that
+    has just served the queue).
+    """
     entry_set = "SET #q = :qexp"
     names: dict[str, str] = {"#sk": SK, "#q": "qexp"}
     values: dict[str, Any] = {":qexp": _num(queue_expires_at)}
@@ -858,7 +876,7 @@ def touch_ops(
         names["#cbs"] = "cbs"
         values[":cb"] = {"S": callback_id}
         values[":cbs"] = {"L": [{"S": spare} for spare in spare_callback_ids]}
-    return [
+    ops: list[dict[str, Any]] = [
         {
             "Update": {
                 "TableName": table,
@@ -885,6 +903,23 @@ def touch_ops(
             }
         },
     ]
+    if reclaim_cutoff is not None:
+        ops.append(
+            {
+                "ConditionCheck": {
+                    "TableName": table,
+                    "Key": _meta_key(key),
+                    "ConditionExpression": KEY_FULL_OF_LIVE_LEASES,
+                    "ExpressionAttributeNames": {"#c": "count", "#xh": "xh"},
+                    "ExpressionAttributeValues": {
+                        ":lim": {"N": str(limit)},
+                        ":cutoff": _num(reclaim_cutoff),
+                    },
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            }
+        )
+    return ops
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -1065,7 +1100,9 @@ class DynamoDBSemaphore:
         for attempt in range(_MAX_ATTEMPTS):
             now = self._clock()
             if position is not None:
-                touched = self._touch(key, holder, position, now, queue_ttl, callbacks, ttl)
+                touched = self._touch(
+                    key, holder, limit, position, now, queue_ttl, callbacks, ttl, grants
+                )
                 if touched is not None:
                     return _with_grants(touched, grants)
                 position = None  # the entry is gone: acquire or queue afresh
@@ -1101,7 +1138,9 @@ class DynamoDBSemaphore:
                 meta_reason, holder_reason = cancelled.reasons
                 if _failed(holder_reason):
                     existing = holder_reason.get("Item")
-                    mine = self._own_item(key, holder, existing, now, ttl, queue_ttl, callbacks)
+                    mine = self._own_item(
+                        key, holder, limit, existing, now, ttl, queue_ttl, callbacks
+                    )
                     if mine is not None:
                         return _with_grants(mine, grants)
                     continue  # it changed meanwhile, or our expired lease was cleared: retry
@@ -1143,6 +1182,7 @@ class DynamoDBSemaphore:
         self,
         key: str,
         holder: str,
+        limit: int,
         existing: Mapping[str, Any] | None,
         now: float,
         ttl: float,
@@ -1155,7 +1195,7 @@ class DynamoDBSemaphore:
         state = _state(existing)
         if state == QUEUED:
             seq = int(existing["seq"]["N"])
-            return self._touch(key, holder, seq, now, queue_ttl, callbacks, ttl)
+            return self._touch(key, holder, limit, seq, now, queue_ttl, callbacks, ttl)
         expires_at = float(existing[TTL_ATTRIBUTE]["N"])
         if expires_at <= now:
             if expires_at + self.clock_skew_seconds > now:
@@ -1275,7 +1315,7 @@ class DynamoDBSemaphore:
             holder_reason = cancelled.reasons[1]
             if _failed(holder_reason) and holder_reason.get("Item") is not None:
                 return self._own_item(
-                    key, holder, holder_reason.get("Item"), now, ttl, queue_ttl, callbacks
+                    key, holder, limit, holder_reason.get("Item"), now, ttl, queue_ttl, callbacks
                 )
             return None
         return AcquireResult(None, seq, ahead=max(0, meta.wseq - meta.served))
@@ -1284,14 +1324,45 @@ class DynamoDBSemaphore:
         self,
         key: str,
         holder: str,
+        limit: int,
         seq: int,
         now: float,
         queue_ttl: float,
         callbacks: tuple[str, ...],
         ttl: float,
+        grants: list[Grant] | None = None,
     ) -> AcquireResult | None:
-        """A queued holder checks in. Returns its state, or None when its entry is gone."""
+        """A queued holder checks in. Returns its state, or None when its entry is gone.
+
+        A check-in that finds the key not full of live leases reconciles (freeing expired
+        slots and handing free ones to the queue's head, which may be this waiter), then
+        checks in again. Grants made on the way come back in the result, or, when the result
+        is None, are appended to ``grants`` (the caller wakes their waiters either way). One
+        reconcile per call: a key whose stored limit differs from ``limit`` cannot loop.
+        """
+        made: list[Grant] = []
+        result = self._check_in(key, holder, limit, seq, now, queue_ttl, callbacks, ttl, made)
+        if result is None:
+            if grants is not None:
+                grants.extend(made)
+            return None
+        return _with_grants(result, made)
+
+    def _check_in(
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        seq: int,
+        now: float,
+        queue_ttl: float,
+        callbacks: tuple[str, ...],
+        ttl: float,
+        made: list[Grant],
+    ) -> AcquireResult | None:
+        """The loop behind :meth:`_touch`; grants it makes go to ``made``."""
         queue_expires = math.ceil(now + queue_ttl)
+        check_key = True
         for attempt in range(_MAX_ATTEMPTS):
             try:
                 self._transact(
@@ -1303,11 +1374,15 @@ class DynamoDBSemaphore:
                         queue_expires,
                         callbacks[0] if callbacks else None,
                         callbacks[1:],
+                        limit=limit,
+                        reclaim_cutoff=(
+                            self._clock() - self.clock_skew_seconds if check_key else None
+                        ),
                     )
                 )
                 return AcquireResult(None, seq)
             except _Cancelled as cancelled:
-                marker_reason, entry_reason = cancelled.reasons
+                marker_reason, entry_reason, *rest = cancelled.reasons
                 if _failed(marker_reason):
                     existing = marker_reason.get("Item")
                     if existing is None:
@@ -1333,8 +1408,29 @@ class DynamoDBSemaphore:
                     # cleanly and let the caller queue again.
                     self._remove_marker(key, holder, seq)
                     return None
+                if rest and _failed(rest[0]):
+                    # The key is not full of live leases: serve the queue, then check in.
+                    check_key = False
+                    made.extend(self._serve_queue(key, limit, rest[0].get("Item")))
+                    continue
                 _backoff(attempt)
         raise ContentionError(f"touch({key!r}, {holder!r}) lost {_MAX_ATTEMPTS} races")
+
+    def _serve_queue(
+        self, key: str, limit: int, meta_item: Mapping[str, Any] | None
+    ) -> list[Grant]:
+        """Free the slots of expired leases and hand free slots to the oldest waiters.
+
+        What a refused newcomer does (see :meth:`acquire`), done by a waiter whose check-in
+        found the key not full of live leases, so that waiters alone keep the queue moving.
+        """
+        outcome = self._reconcile(key)
+        if outcome is not None and (outcome.grants or outcome.freed or outcome.deleted):
+            return list(outcome.grants)
+        meta = _Meta.parse(meta_item)
+        if meta.count < limit and meta.nwait > 0:
+            return self._fill(key, limit)
+        return list(outcome.grants) if outcome is not None else []
 
     def _claim(self, key: str, holder: str, now: float, ttl: float) -> Lease | None:
         """Turn a slot handed to ``holder`` into its own (a revoke can no longer take it),
