@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,3 +262,42 @@ def test_a_registered_subcommand_gets_common_options_and_error_mapping(
     finally:
         cli._REGISTRY.pop("probe")
     assert code == cli.EXIT_TABLE_MISSING and "does not exist" in err
+
+
+def test_a_table_that_is_not_a_lease_table_has_its_own_exit_code(
+    ddb_endpoint: str, ddb_client: Any, table_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ddb_client.create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    where = local(ddb_endpoint, table_name)
+    for argv in (
+        ["status", "k"],
+        ["release", "k", "h"],
+        ["reap", "--region", "us-east-1"],  # its Scan alone would find nothing and exit 0
+        ["reap", "--dry-run", "--region", "us-east-1"],
+        ["create-table"],
+    ):
+        code, out, err = run(capsys, *argv, *where)
+        assert code == cli.EXIT_TABLE_INVALID != cli.EXIT_OK, argv
+        assert f"{table_name!r} is not a lease table" in err, argv
+        assert "its key is id String HASH, expected pk String HASH + sk String RANGE" in err
+        assert "ValidationException" not in err and out == ""
+    assert ddb_client.scan(TableName=table_name)["Items"] == []
+
+
+def test_a_bad_table_name_exits_2(ddb_endpoint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["status", "k"], ["reap", "--region", "us-east-1"], ["create-table"]):
+        code, out, err = run(capsys, *argv, *local(ddb_endpoint, "bad table!"))
+        assert code == cli.EXIT_USAGE, argv
+        assert "invalid table_name='bad table!'" in err and out == ""
+
+
+def test_help_documents_the_table_invalid_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "7  the table exists but is not a lease table" in capsys.readouterr().out
+    assert cli.EXIT_TABLE_INVALID == 7

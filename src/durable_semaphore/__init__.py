@@ -9,6 +9,7 @@ from durable_semaphore.errors import (
     DurableSemaphoreError,
     InvalidArgumentError,
     TableNotFoundError,
+    TableSchemaError,
     UnsupportedSDKVersionError,
 )
 from durable_semaphore.limiter import DynamoDBLimiter
@@ -41,6 +42,7 @@ __all__ = [
     "ParallelConfig",
     "SlotCount",
     "TableNotFoundError",
+    "TableSchemaError",
     "UnsupportedSDKVersionError",
     "__version__",
 ]

@@ -9,8 +9,11 @@ Exit codes (the same for every command, so scripts can branch on them):
   2  bad arguments (usage errors, or a value the library refuses)
   3  the lease table does not exist (create it with ``durable-semaphore create-table``)
   4  no AWS credentials or no region configured
-  5  another AWS or DynamoDB error (throttling, access denied, endpoint unreachable, ...)
+  5  another AWS or DynamoDB error (throttling, access denied, endpoint unreachable, a
+     request DynamoDB refused as invalid on a table whose key is right, ...)
   6  a local prerequisite is missing (the ``demo`` extra, or the embedded DynamoDB failed)
+  7  the table exists but is not a lease table (its key is not pk String HASH + sk String
+     RANGE); every command, ``reap`` and ``create-table`` included
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from durable_semaphore.errors import (
     DurableSemaphoreError,
     InvalidArgumentError,
     TableNotFoundError,
+    TableSchemaError,
 )
 from durable_semaphore.limiter import TABLE_ENV_VAR, resolve_table_name
 from durable_semaphore.store import (
@@ -54,6 +58,8 @@ EXIT_TABLE_MISSING = 3
 EXIT_NO_CREDENTIALS = 4
 EXIT_AWS_ERROR = 5
 EXIT_PREREQUISITE = 6
+#: Not EXIT_TABLE_MISSING: its remedy (create-table) would fail on this table, which exists.
+EXIT_TABLE_INVALID = 7
 
 #: The region used with ``--endpoint-url`` when none is configured: local backends ignore it.
 LOCAL_REGION = "us-east-1"
@@ -604,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, str(exc))
     except TableNotFoundError as exc:
         return _fail(EXIT_TABLE_MISSING, str(exc))
+    except TableSchemaError as exc:
+        return _fail(EXIT_TABLE_INVALID, str(exc))
     except (NoCredentialsError, PartialCredentialsError) as exc:
         hint = (
             "a local DynamoDB accepts any, e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"

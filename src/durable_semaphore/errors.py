@@ -41,6 +41,25 @@ class TableNotFoundError(DurableSemaphoreError):
         )
 
 
+class TableSchemaError(DurableSemaphoreError):
+    """The table exists but is not a lease table: its key names, key types or key attribute
+    types differ from ``pk`` (String, HASH) + ``sk`` (String, RANGE).
+
+    No request can succeed on such a table, so this is never retried (and never a
+    :class:`ContentionError`); nothing is written. ``table_name`` is the table and ``reason``
+    says what differs from the expected key, so tooling can show it without parsing.
+    """
+
+    def __init__(self, table_name: str, reason: str) -> None:
+        self.table_name = table_name
+        self.reason = reason
+        super().__init__(
+            f"DynamoDB table {table_name!r} is not a lease table: {reason}; point --table "
+            "(or $DURABLE_SEMAPHORE_TABLE) at a lease table, or create one under a new name "
+            "with `durable-semaphore create-table`"
+        )
+
+
 class UnsupportedSDKVersionError(DurableSemaphoreError):
     """The installed durable execution SDK is outside the range this library supports."""
 
@@ -53,17 +72,41 @@ class ContentionError(DurableSemaphoreError):
     """
 
 
-class AcquireTimeoutError(DurableSemaphoreError):
-    """No slot was free within the timeout of a blocking hold; its queue place was given up.
+class DeadlineExceededError(DurableSemaphoreError):
+    """A call ran out of its time budget (see :mod:`durable_semaphore.deadline`): DynamoDB did
+    not answer in time, or a retry would have been sent past the deadline."""
 
-    ``key`` is the semaphore key, ``timeout`` the seconds waited, and ``position`` the queue
-    sequence number the waiter last had (None if it never had to queue), so a caller can log
-    how far it got without parsing the message.
+
+class AcquireTimeoutError(DurableSemaphoreError):
+    """No slot was had within the timeout of a blocking hold; its queue place was given up.
+
+    ``key`` is the semaphore key, ``timeout`` the seconds waited, ``position`` the queue
+    sequence number the waiter last had (None if it never had to queue; it orders the queue,
+    it is not a count), ``ahead`` about how many waited ahead of it when it joined, and
+    ``cause`` why no slot came when that was not just a full key: DynamoDB unreachable, not
+    answering, throttling or failing. The exception's ``__cause__`` is the last store error.
     """
 
-    def __init__(self, key: str, timeout: float, position: int | None) -> None:
+    def __init__(
+        self,
+        key: str,
+        timeout: float,
+        position: int | None,
+        *,
+        ahead: int | None = None,
+        cause: str | None = None,
+    ) -> None:
         self.key = key
         self.timeout = timeout
         self.position = position
-        where = f" (queue position {position})" if position is not None else ""
-        super().__init__(f"no slot on {key!r} within {timeout:g} s{where}")
+        self.ahead = ahead
+        self.cause = cause
+        if cause is not None:
+            why = f": {cause}"
+        elif ahead is not None:
+            why = f" (the key stayed full; {ahead} waited ahead of this holder when it queued)"
+        elif position is not None:
+            why = " (the key stayed full; it waited in the queue)"
+        else:
+            why = " (the key stayed full)"
+        super().__init__(f"no slot on {key!r} within {timeout:g} s{why}")

@@ -200,11 +200,15 @@ class Reaper:
     def reap(self, *, dry_run: bool = False, page_size: int | None = None) -> ReapReport:
         """One sweep over every lease and queue marker, then a count of orphan queue entries.
         Per-item failures are counted, never raised, so one bad ARN cannot stop the sweep; only
-        failing to scan the lease items raises.
+        a table that is missing or not a lease table, or failing to scan the lease items,
+        raises.
 
         Statuses are cached per ARN for this run only: an execution with many leases costs one
         lookup, and a status never goes stale across runs.
         """
+        # A Scan filters on sk without checking the key schema: on a table of another schema
+        # it finds nothing and the run would look clean. One Query first makes that an error.
+        self.semaphore.check_table()
         report = ReapReport(dry_run=dry_run)
         cache: dict[str, str] = {}
         expired_by_key: dict[str, _Expired] = {}
@@ -523,8 +527,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Run one sweep. Exit status 0 when clean, 1 when some leases could not be judged.
 
-    Errors (a missing table, no credentials, AWS errors) propagate, so that ``cli.main`` maps
-    them to its exit codes (3 for a missing table, and so on).
+    Errors (a missing table, a table that is not a lease table, no credentials, AWS errors)
+    propagate, so that ``cli.main`` maps them to its exit codes (3 for a missing table, 7 for
+    one that is not a lease table, and so on): a sweep that could not run never exits 0.
     """
     session = boto3.session.Session()
     region = args.region

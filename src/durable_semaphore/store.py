@@ -45,16 +45,18 @@ import contextlib
 import dataclasses
 import math
 import random
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -64,11 +66,13 @@ from botocore.exceptions import (
 )
 
 from durable_semaphore import observability
+from durable_semaphore.deadline import sleep as _budgeted_sleep
 from durable_semaphore.errors import (
     ContentionError,
     DurableSemaphoreError,
     InvalidArgumentError,
     TableNotFoundError,
+    TableSchemaError,
 )
 
 if TYPE_CHECKING:
@@ -109,6 +113,46 @@ ATTRIBUTE_DEFINITIONS: list[dict[str, str]] = [
     {"AttributeName": PK, "AttributeType": "S"},
     {"AttributeName": SK, "AttributeType": "S"},
 ]
+#: DynamoDB's rule for table names, or a table ARN (which DynamoDB accepts as TableName too).
+_TABLE_NAME_RE = re.compile(
+    r"(?:arn:[a-z0-9-]+:dynamodb:[a-z0-9-]+:\d{12}:table/)?[A-Za-z0-9_.-]{3,255}"
+)
+_TYPE_NAMES = {"S": "String", "N": "Number", "B": "Binary"}
+
+
+def _key_text(keys: list[tuple[str, str]], types: Mapping[str, str]) -> str:
+    """``pk String HASH + sk String RANGE``: a key schema as people read it, HASH first."""
+    ordered = sorted(keys, key=lambda k: k[1] != "HASH")
+    return " + ".join(
+        f"{name} {_TYPE_NAMES.get(types.get(name, ''), 'of unknown type')} {kind}"
+        for name, kind in ordered
+    )
+
+
+_EXPECTED_KEY = _key_text(
+    [(k["AttributeName"], k["KeyType"]) for k in KEY_SCHEMA],
+    {a["AttributeName"]: a["AttributeType"] for a in ATTRIBUTE_DEFINITIONS},
+)
+
+
+def table_schema_problem(description: Mapping[str, Any]) -> str | None:
+    """What keeps a table (DescribeTable's ``Table``) from being a lease table, or None.
+
+    Key names, key types and the key attributes' types must all match :data:`KEY_SCHEMA` and
+    :data:`ATTRIBUTE_DEFINITIONS`: a table that differs in any of them refuses every request
+    of ours as invalid.
+    """
+    keys = [(k["AttributeName"], k["KeyType"]) for k in description.get("KeySchema", [])]
+    types = {
+        a["AttributeName"]: a["AttributeType"] for a in description.get("AttributeDefinitions", [])
+    }
+    expected_types = {a["AttributeName"]: a["AttributeType"] for a in ATTRIBUTE_DEFINITIONS}
+    if sorted(keys) == sorted((k["AttributeName"], k["KeyType"]) for k in KEY_SCHEMA) and all(
+        types.get(name) == kind for name, kind in expected_types.items()
+    ):
+        return None
+    return f"its key is {_key_text(keys, types) or 'unknown'}, expected {_EXPECTED_KEY}"
+
 
 # DynamoDB's own limits on key attributes, in UTF-8 bytes.
 MAX_PARTITION_KEY_BYTES = 2048
@@ -150,7 +194,9 @@ def is_transient_error(exc: Exception) -> bool:
     if isinstance(exc, ContentionError):
         return True
     if isinstance(exc, DurableSemaphoreError):
-        return False  # our refusals (missing table, bad argument) do not heal by waiting
+        # Our refusals (missing table, a table that is not a lease table, a request DynamoDB
+        # calls invalid, bad argument) do not heal by waiting.
+        return False
     if isinstance(
         exc,
         EndpointConnectionError
@@ -486,6 +532,10 @@ def _queue_sk(seq: int) -> str:
 
 def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _message(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Message", "")) or str(err)
 
 
 def _failed(reason: Mapping[str, Any]) -> bool:
@@ -947,8 +997,14 @@ class DynamoDBSemaphore:
         clock: Callable[[], float] = time.time,
         clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
     ) -> None:
-        if not isinstance(table_name, str) or not (3 <= len(table_name) <= 255):
-            raise InvalidArgumentError("table_name", table_name, "must be 3 to 255 characters")
+        if not isinstance(table_name, str) or not _TABLE_NAME_RE.fullmatch(table_name):
+            # DynamoDB would refuse it at the first request, with a less helpful message.
+            raise InvalidArgumentError(
+                "table_name",
+                table_name,
+                "must be 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' and '.' "
+                "(DynamoDB's rule), or a table ARN",
+            )
         self.clock_skew_seconds = validate_clock_skew(clock_skew_seconds)
         self.table_name = table_name
         if client is None:
@@ -968,8 +1024,10 @@ class DynamoDBSemaphore:
     def create_table(self, *, wait: bool = True) -> bool:
         """Create the lease table if missing; returns True if this call created it.
 
-        Idempotent. Verifies that an existing table has our key schema, and enables TTL on
-        ``expires_at`` (the template does the same), so expired leases are eventually deleted.
+        Idempotent. Raises :class:`TableSchemaError` for an existing table whose key names,
+        key types or key attribute types are not ours (no request of ours could succeed on it;
+        it is left untouched), and enables TTL on ``expires_at`` (the template does the same),
+        so expired leases are eventually deleted.
         """
         created = False
         try:
@@ -988,14 +1046,29 @@ class DynamoDBSemaphore:
                 TableName=self.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
             )
         desc = self.client.describe_table(TableName=self.table_name)["Table"]
-        schema = sorted((k["AttributeName"], k["KeyType"]) for k in desc.get("KeySchema", []))
-        if schema != sorted((k["AttributeName"], k["KeyType"]) for k in KEY_SCHEMA):
-            raise DurableSemaphoreError(
-                f"table {self.table_name!r} exists with key schema {schema}, expected "
-                f"{PK} (HASH) + {SK} (RANGE)"
-            )
+        problem = table_schema_problem(desc)
+        if problem is not None:
+            raise TableSchemaError(self.table_name, problem)
         self._enable_ttl()
         return created
+
+    def check_table(self) -> None:
+        """Raise :class:`TableNotFoundError` or :class:`TableSchemaError` unless the table
+        exists and takes lease keys; one Query that reads nothing on a lease table.
+
+        For callers whose own requests cannot tell: a Scan filters on ``sk`` without checking
+        the key schema, so on a table of another schema it finds nothing and looks like
+        success. The Query names both keys with their types, which DynamoDB checks against
+        the schema; it needs only ``dynamodb:Query``, which every role of the table has.
+        """
+        self._call(
+            "query",
+            TableName=self.table_name,
+            KeyConditionExpression="#pk = :pk AND begins_with(#sk, :p)",
+            ExpressionAttributeNames={"#pk": PK, "#sk": SK},
+            ExpressionAttributeValues={":pk": {"S": META_SK}, ":p": {"S": HOLDER_PREFIX}},
+            Limit=1,
+        )
 
     def _enable_ttl(self) -> None:
         try:
@@ -1083,6 +1156,10 @@ class DynamoDBSemaphore:
 
         grants: list[Grant] = []
         lower_hint = False
+        # Arrival order is the order of first tries: the queue number is stamped once, before
+        # the first attempt to join, and every retry of this call (ours or botocore's) joins
+        # under it, so a retried enqueue keeps the place its first try had.
+        arrival = self._next_seq(self._clock())
         if queue_first and position is None and enqueue:
             queued = self._enqueue(
                 key,
@@ -1094,6 +1171,7 @@ class DynamoDBSemaphore:
                 queue_ttl,
                 execution_arn,
                 callbacks,
+                arrival,
             )
             if queued is not None:
                 return queued  # else a slot is free (or we hold one): the usual way below
@@ -1170,7 +1248,7 @@ class DynamoDBSemaphore:
                 if not enqueue:
                     return AcquireResult(None, None, tuple(grants))
                 queued = self._enqueue(
-                    key, holder, limit, meta, now, ttl, queue_ttl, execution_arn, callbacks
+                    key, holder, limit, meta, now, ttl, queue_ttl, execution_arn, callbacks, arrival
                 )
                 if queued is None:
                     _backoff(attempt)
@@ -1281,9 +1359,11 @@ class DynamoDBSemaphore:
         queue_ttl: float,
         execution_arn: str | None,
         callbacks: tuple[str, ...],
+        seq: int,
     ) -> AcquireResult | None:
-        """Join the queue; None when a slot freed meanwhile (or, rarely, the number was taken)."""
-        seq = self._next_seq(now)
+        """Join the queue under ``seq``, the number of this call's first try; None when a slot
+        freed meanwhile. A number another waiter already has (a tie of clock and tiebreak,
+        vanishingly rare) is replaced by a fresh one."""
         queue_expires = math.ceil(now + queue_ttl)
         marker: dict[str, Any] = {
             PK: {"S": key},
@@ -1312,10 +1392,15 @@ class DynamoDBSemaphore:
         try:
             self._transact(enqueue_ops(self.table_name, key, limit, marker, entry))
         except _Cancelled as cancelled:
-            holder_reason = cancelled.reasons[1]
+            _meta_reason, holder_reason, entry_reason = cancelled.reasons
             if _failed(holder_reason) and holder_reason.get("Item") is not None:
                 return self._own_item(
                     key, holder, limit, holder_reason.get("Item"), now, ttl, queue_ttl, callbacks
+                )
+            if _failed(entry_reason):
+                fresh = self._next_seq(self._clock())
+                return self._enqueue(
+                    key, holder, limit, meta, now, ttl, queue_ttl, execution_arn, callbacks, fresh
                 )
             return None
         return AcquireResult(None, seq, ahead=max(0, meta.wseq - meta.served))
@@ -1942,21 +2027,25 @@ class DynamoDBSemaphore:
         return self.reclaim(key).freed
 
     def reclaim(self, key: str) -> ReclaimResult:
-        """Like :meth:`reclaim_expired`, with the slots freed and the waiters granted."""
+        """Like :meth:`reclaim_expired`, with the slots freed and the waiters granted.
+
+        One read of the key, then a transaction per 99 deletes; it reads again only when
+        another writer cut the chain short.
+        """
         _validate_key(key)
         total = ReclaimResult(0, 0, ())
         for attempt in range(_MAX_ATTEMPTS):
-            outcome = self._reconcile(key)
-            if outcome is None:
-                _backoff(attempt)
-                continue
-            total = ReclaimResult(
-                total.deleted + outcome.deleted,
-                total.freed + outcome.freed,
-                total.grants + outcome.grants,
-            )
-            if outcome.deleted < _MAX_DELETES_PER_RECONCILE:
-                return total
+            outcome = self._reconcile_pass(key, force=False)
+            if outcome is not None:
+                done = outcome.result
+                total = ReclaimResult(
+                    total.deleted + done.deleted,
+                    total.freed + done.freed,
+                    total.grants + done.grants,
+                )
+                if outcome.complete:
+                    return total
+            _backoff(attempt)
         raise ContentionError(f"reclaim_expired({key!r}) lost {_MAX_ATTEMPTS} races")
 
     def slot_count(self, key: str) -> SlotCount:
@@ -2044,125 +2133,77 @@ class DynamoDBSemaphore:
             raise
 
     def _reconcile(self, key: str, *, force: bool = False) -> ReclaimResult | None:
-        """Make the counter equal the live leases, deleting (up to 99) expired items.
+        """Make the counter equal the live leases, deleting every expired item.
 
         Expired queue markers go too, with their queue entries. Returns what it did, or None
-        when another writer changed the semaphore meanwhile (the caller retries). Slots can be
-        freed without deleting anything when DynamoDB's TTL sweeper deleted expired items
-        behind the counter's back. Freed slots go to live waiters first. The version check
-        makes it safe against concurrent writers: each one bumps ``ver``.
+        when another writer changed the semaphore before anything was written (the caller
+        retries); a writer that intervenes between batches only ends it early with what was
+        done so far. Slots can be freed without deleting anything when DynamoDB's TTL sweeper
+        deleted expired items behind the counter's back. Freed slots go to live waiters first.
+        """
+        outcome = self._reconcile_pass(key, force=force)
+        return None if outcome is None else outcome.result
+
+    def _reconcile_pass(self, key: str, *, force: bool) -> _ReclaimPass | None:
+        """One read of the key (the counter, then its holder items), then every batch that
+        read calls for, so a reclaim costs one read plus one transaction per 99 deletes.
+
+        The version check makes it safe against concurrent writers: each one bumps ``ver``,
+        which cancels the next batch; None if that happened to the first.
         """
         now = self._clock()
         # Another client's lease is expired only by more than the skew margin on our clock;
         # queue markers are judged without it (a waiter dropped early only loses its place).
         cutoff = now - self.clock_skew_seconds
-
-        def deadline(item: Mapping[str, Any]) -> float:
-            return now if _state(item) == QUEUED else cutoff
-
-        meta_item = self._call(
-            "get_item", TableName=self.table_name, Key=_meta_key(key), ConsistentRead=True
-        ).get("Item")
-        meta = _Meta.parse(meta_item)
+        meta = _Meta.parse(
+            self._call(
+                "get_item", TableName=self.table_name, Key=_meta_key(key), ConsistentRead=True
+            ).get("Item")
+        )
         items = list(self._query_items(key, HOLDER_PREFIX, keys_only=True))
-        leases = [i for i in items if _state(i) != QUEUED]
-        expired = [i for i in items if float(i[TTL_ATTRIBUTE]["N"]) <= deadline(i)]
-        live_leases = [i for i in leases if float(i[TTL_ATTRIBUTE]["N"]) > cutoff]
-        hint = min((float(i[TTL_ATTRIBUTE]["N"]) for i in live_leases), default=None)
         if not items and meta.exists and meta.count == 0 and meta.nwait <= 0:
             self._delete_idle_counter(key, meta)
-            return ReclaimResult(0, 0, ())
-        if not expired and meta.count == len(live_leases) and not force:
-            observability.lease_in_flight(key, meta.count)
-            grants: list[Grant] = []
-            if meta.nwait > 0 and meta.limit and meta.count < meta.limit:
-                grants = self._fill(key, meta.limit)
-            if meta.hint != hint and hint is not None:
-                self._set_hint(key, meta, hint)
-            return ReclaimResult(0, 0, tuple(grants))
-        # Each expired queue marker also takes its queue entry with it.
-        budget = _MAX_DELETES_PER_RECONCILE
-        doomed: list[dict[str, Any]] = []
-        for item in expired:
-            cost = 2 if _state(item) == QUEUED else 1
-            if cost > budget:
-                break
-            doomed.append(item)
-            budget -= cost
-        doomed_markers = [i for i in doomed if _state(i) == QUEUED]
-        new_count = len(leases) - sum(1 for i in doomed if _state(i) != QUEUED)
-        set_clause = "SET #c = :n, #v = :nv"
-        values: dict[str, Any] = {
-            ":n": {"N": str(new_count)},
-            ":nv": {"N": str(meta.version + 1)},
-        }
-        names = {"#c": "count", "#v": "ver"}
-        if doomed_markers:
-            set_clause += ", #nw = if_not_exists(#nw, :zero) - :dq"
-            names["#nw"] = "nwait"
-            values[":dq"] = {"N": str(len(doomed_markers))}
-            values[":zero"] = {"N": "0"}
-        if hint is not None:
-            set_clause += ", #xh = :xh"
-            names["#xh"] = "xh"
-            values[":xh"] = _num(hint)
-        meta_update: dict[str, Any] = {
-            "TableName": self.table_name,
-            "Key": _meta_key(key),
-            "UpdateExpression": set_clause,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
-        if meta_item is None:
-            meta_update["ConditionExpression"] = "attribute_not_exists(#v)"
-        else:
-            meta_update["ConditionExpression"] = "#v = :v"
-            meta_update["ExpressionAttributeValues"][":v"] = {"N": str(meta.version)}
-        meta_op: dict[str, Any] = {"Update": meta_update}
-        if new_count == 0 and len(doomed) == len(items) and meta_item is not None:
-            # Nothing is left on the key: delete its counter instead of keeping a zero.
-            meta_op = {
-                "Delete": {
-                    "TableName": self.table_name,
-                    "Key": _meta_key(key),
-                    "ConditionExpression": "#v = :v",
-                    "ExpressionAttributeNames": {"#v": "ver"},
-                    "ExpressionAttributeValues": {":v": {"N": str(meta.version)}},
-                }
-            }
-        ops: list[dict[str, Any]] = [meta_op]
-        for item in doomed:
-            ops.append(
-                {
-                    "Delete": {
-                        "TableName": self.table_name,
-                        "Key": {PK: {"S": key}, SK: item[SK]},
-                        "ConditionExpression": "#e <= :deadline",
-                        "ExpressionAttributeNames": {"#e": TTL_ATTRIBUTE},
-                        "ExpressionAttributeValues": {":deadline": _num(deadline(item))},
-                    }
-                }
-            )
-            if _state(item) == QUEUED:
-                ops.append(
-                    {
-                        "Delete": {
-                            "TableName": self.table_name,
-                            "Key": _queue_key(key, int(item["seq"]["N"])),
-                        }
-                    }
-                )
-        try:
-            self._transact(ops)
-        except _Cancelled:
-            return None
-        deleted = len(doomed) - len(doomed_markers)
-        observability.lease_reclaimed(key, deleted, in_flight=new_count)
-        freed = max(0, meta.count - new_count)
-        grants = []
-        if meta.nwait - len(doomed_markers) > 0 and meta.limit and new_count < meta.limit:
+            return _ReclaimPass(ReclaimResult(0, 0, ()), complete=True)
+        plan = _plan_reclaim(self.table_name, key, meta, items, now=now, cutoff=cutoff)
+        if plan.settled and not force:
+            return _ReclaimPass(self._settle(key, meta, plan.hint), complete=True)
+        return self._run_batches(key, meta, plan.batches)
+
+    def _settle(self, key: str, meta: _Meta, hint: float | None) -> ReclaimResult:
+        """Nothing to delete and the count is right: hand free slots to waiters and raise a
+        stale expiry hint, so refusals stop reconciling for nothing."""
+        observability.lease_in_flight(key, meta.count)
+        grants: list[Grant] = []
+        if meta.nwait > 0 and meta.limit and meta.count < meta.limit:
             grants = self._fill(key, meta.limit)
-        return ReclaimResult(deleted, freed, tuple(grants))
+        if meta.hint != hint and hint is not None:
+            self._set_hint(key, meta, hint)
+        return ReclaimResult(0, 0, tuple(grants))
+
+    def _run_batches(
+        self, key: str, meta: _Meta, batches: list[_ReclaimBatch]
+    ) -> _ReclaimPass | None:
+        """Write the planned batches in order, without reading between them, until one is
+        cancelled (another writer moved the key: the caller reads again); then hand the freed
+        slots to waiters, once, after the deletes."""
+        done: list[_ReclaimBatch] = []
+        for batch in batches:
+            try:
+                self._transact(batch.ops)
+            except _Cancelled:
+                break
+            done.append(batch)
+            observability.lease_reclaimed(key, batch.deleted, in_flight=batch.count)
+        if not done:
+            return None
+        count = done[-1].count
+        grants: list[Grant] = []
+        waiting = meta.nwait - sum(batch.markers for batch in done)
+        if waiting > 0 and meta.limit and count < meta.limit:
+            grants = self._fill(key, meta.limit)
+        deleted = sum(batch.deleted for batch in done)
+        result = ReclaimResult(deleted, max(0, meta.count - count), tuple(grants))
+        return _ReclaimPass(result, complete=len(done) == len(batches))
 
     def forget_if_idle(self, key: str) -> bool:
         """Delete the counter item of ``key`` if no lease is counted and nobody waits.
@@ -2220,6 +2261,10 @@ class DynamoDBSemaphore:
 
         botocore resends the same token when it retries a timed-out request, so a write that
         landed but whose answer was lost is not applied twice, and reports success.
+
+        A cancellation with a ``ValidationError`` reason is not a lost race: the request can
+        never succeed (typically the table's key types differ from ours), so it is raised as
+        a configuration error at once instead of a :class:`_Cancelled` that callers retry.
         """
         try:
             self.client.transact_write_items(
@@ -2229,6 +2274,9 @@ class DynamoDBSemaphore:
         except ClientError as err:
             if _error_code(err) == "TransactionCanceledException":
                 reasons = err.response.get("CancellationReasons") or [{} for _ in items]
+                for reason in reasons:
+                    if reason.get("Code") == "ValidationError":
+                        self._raise_invalid(err, str(reason.get("Message") or _message(err)))
                 raise _Cancelled(list(reasons)) from None
             self._raise_table_missing(err)
             raise
@@ -2242,8 +2290,51 @@ class DynamoDBSemaphore:
             raise
 
     def _raise_table_missing(self, err: ClientError) -> None:
-        if _error_code(err) == "ResourceNotFoundException":
+        """Raise ours for the errors that mean the table cannot serve us: it is missing, or it
+        called a request invalid (:meth:`_raise_invalid`). Anything else is left to the caller."""
+        code = _error_code(err)
+        if code == "ResourceNotFoundException":
             raise TableNotFoundError(self.table_name) from err
+        if code == "ValidationException":
+            self._raise_invalid(err, _message(err))
+
+    def _raise_invalid(self, err: ClientError, message: str) -> NoReturn:
+        """DynamoDB called a request of ours invalid: say whether the table is the cause.
+
+        Our requests are well-formed for a lease table, so the usual cause is a table of
+        another schema. One DescribeTable tells which key differs (:class:`TableSchemaError`);
+        a table whose schema is right gets a plain :class:`DurableSemaphoreError` with
+        DynamoDB's message instead of a false schema claim. When the table cannot be described
+        (least-privilege roles have no ``dynamodb:DescribeTable``), DynamoDB's own message
+        decides: one about keys or the schema is a schema error. Never retried: an invalid
+        request stays invalid.
+        """
+        try:
+            desc = self.client.describe_table(TableName=self.table_name)["Table"]
+        except ClientError as describe_err:
+            if _error_code(describe_err) == "ResourceNotFoundException":
+                raise TableNotFoundError(self.table_name) from err
+            unchecked = f"DescribeTable failed: {_error_code(describe_err)}"
+        except BotoCoreError as describe_err:
+            unchecked = f"DescribeTable failed: {describe_err}"
+        else:
+            problem = table_schema_problem(desc)
+            if problem is not None:
+                raise TableSchemaError(self.table_name, problem) from err
+            raise DurableSemaphoreError(
+                f"DynamoDB refused a request on table {self.table_name!r} as invalid, though "
+                f"its key schema is right ({_EXPECTED_KEY}): {message}"
+            ) from err
+        if re.search(r"\bkey|schema", message, re.IGNORECASE):
+            raise TableSchemaError(
+                self.table_name,
+                f"DynamoDB refused our key ({message}; {unchecked}, so the table's key is not "
+                f"known), expected {_EXPECTED_KEY}",
+            ) from err
+        raise DurableSemaphoreError(
+            f"DynamoDB refused a request on table {self.table_name!r} as invalid: {message} "
+            f"({unchecked}; a lease table's key is {_EXPECTED_KEY})"
+        ) from err
 
 
 @dataclass(frozen=True, slots=True)
@@ -2256,8 +2347,196 @@ class ReclaimResult:
     grants: tuple[Grant, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _ReclaimBatch:
+    """One transaction of a reclaim: the counter write first, then up to 99 deletes."""
+
+    ops: list[dict[str, Any]]
+    #: The counter after this batch: the leases still present (expired ones not yet deleted
+    #: included), so no reader between batches sees fewer counted than there are.
+    count: int
+    #: Leases deleted; queue markers are counted apart, each deleted with its queue entry.
+    deleted: int
+    markers: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ReclaimPlan:
+    """What one read of a key calls for."""
+
+    batches: list[_ReclaimBatch]
+    #: The earliest expiry among the leases that stay (the expiry hint ``xh``).
+    hint: float | None
+    #: Nothing to delete and the counter already right: no write needed.
+    settled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _ReclaimPass:
+    """A reconcile's result, and whether it wrote every batch its read called for."""
+
+    result: ReclaimResult
+    complete: bool
+
+
+def _expiry(item: Mapping[str, Any]) -> float:
+    return float(item[TTL_ATTRIBUTE]["N"])
+
+
+def _plan_reclaim(
+    table: str,
+    key: str,
+    meta: _Meta,
+    items: list[dict[str, Any]],
+    *,
+    now: float,
+    cutoff: float,
+) -> _ReclaimPlan:
+    """Turn one read of a key (its counter and its ``h#`` items) into the chain of
+    transactions that deletes its expired items, keeping the counter right after each.
+
+    Pure, so the whole chain is known up front: batch ``i`` expects the version batch
+    ``i - 1`` wrote (``meta.version + i``), and no batch needs a read of its own. Leases
+    count as expired at ``cutoff`` (the skew margin), queue markers at ``now``.
+    """
+    expired = [i for i in items if _expiry(i) <= (now if _state(i) == QUEUED else cutoff)]
+    leases = [i for i in items if _state(i) != QUEUED]
+    live = [_expiry(i) for i in leases if _expiry(i) > cutoff]
+    hint = min(live, default=None)
+    chunks = _chunk_deletes(expired)
+    hints = _hints_after(chunks, hint)
+    batches: list[_ReclaimBatch] = []
+    count, left = len(leases), len(items)
+    for n, chunk in enumerate(chunks):
+        markers = sum(1 for i in chunk if _state(i) == QUEUED)
+        count -= len(chunk) - markers
+        left -= len(chunk)
+        exists = meta.exists or n > 0  # the first batch creates a missing counter
+        version = meta.version + n
+        if left == 0 and exists:
+            # Nothing is left on the key: delete its counter instead of keeping a zero.
+            counter = _counter_delete(table, key, version)
+        else:
+            counter = _counter_update(table, key, version, exists, count, markers, hints[n])
+        deletes = _reclaim_deletes(table, key, chunk, now=now, cutoff=cutoff)
+        batches.append(_ReclaimBatch([counter, *deletes], count, len(chunk) - markers, markers))
+    settled = not expired and meta.count == len(live)
+    return _ReclaimPlan(batches, hint, settled)
+
+
+def _chunk_deletes(expired: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split expired items into transactions of at most 99 deletes, in the order read; a
+    queue marker costs two (its queue entry goes with it). There is always one batch: with
+    nothing to delete, it still corrects the counter."""
+    chunks: list[list[dict[str, Any]]] = [[]]
+    room = _MAX_DELETES_PER_RECONCILE
+    for item in expired:
+        cost = 2 if _state(item) == QUEUED else 1
+        if cost > room:
+            chunks.append([])
+            room = _MAX_DELETES_PER_RECONCILE
+        chunks[-1].append(item)
+        room -= cost
+    return chunks
+
+
+def _hints_after(chunks: list[list[dict[str, Any]]], live_hint: float | None) -> list[float | None]:
+    """The expiry hint to write with each batch: the earliest expiry among the leases still
+    present after it. Expired leases that later batches delete keep it low, so should the
+    chain stop halfway, a refused acquire still sees that a reconcile can free a slot."""
+    hints: list[float | None] = []
+    hint = live_hint
+    for chunk in reversed(chunks):
+        hints.append(hint)
+        for item in chunk:
+            if _state(item) != QUEUED and (hint is None or _expiry(item) < hint):
+                hint = _expiry(item)
+    return hints[::-1]
+
+
+def _counter_update(
+    table: str,
+    key: str,
+    version: int,
+    exists: bool,
+    count: int,
+    markers: int,
+    hint: float | None,
+) -> dict[str, Any]:
+    """Set ``count`` and take ``markers`` off ``nwait``, if the counter is still at
+    ``version`` (or still absent): a writer in between cancels the batch."""
+    set_clause = "SET #c = :n, #v = :nv"
+    names = {"#c": "count", "#v": "ver"}
+    values: dict[str, Any] = {":n": {"N": str(count)}, ":nv": {"N": str(version + 1)}}
+    if markers:
+        set_clause += ", #nw = if_not_exists(#nw, :zero) - :dq"
+        names["#nw"] = "nwait"
+        values[":dq"] = {"N": str(markers)}
+        values[":zero"] = {"N": "0"}
+    if hint is not None:
+        set_clause += ", #xh = :xh"
+        names["#xh"] = "xh"
+        values[":xh"] = _num(hint)
+    if exists:
+        condition = "#v = :v"
+        values[":v"] = {"N": str(version)}
+    else:
+        condition = "attribute_not_exists(#v)"
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": _meta_key(key),
+            "UpdateExpression": set_clause,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }
+
+
+def _counter_delete(table: str, key: str, version: int) -> dict[str, Any]:
+    return {
+        "Delete": {
+            "TableName": table,
+            "Key": _meta_key(key),
+            "ConditionExpression": "#v = :v",
+            "ExpressionAttributeNames": {"#v": "ver"},
+            "ExpressionAttributeValues": {":v": {"N": str(version)}},
+        }
+    }
+
+
+def _reclaim_deletes(
+    table: str, key: str, chunk: list[dict[str, Any]], *, now: float, cutoff: float
+) -> list[dict[str, Any]]:
+    """Delete each item only if still expired (a renewal in between cancels the batch); a
+    queue marker takes its queue entry with it."""
+    ops: list[dict[str, Any]] = []
+    for item in chunk:
+        queued = _state(item) == QUEUED
+        ops.append(
+            {
+                "Delete": {
+                    "TableName": table,
+                    "Key": {PK: {"S": key}, SK: item[SK]},
+                    "ConditionExpression": "#e <= :deadline",
+                    "ExpressionAttributeNames": {"#e": TTL_ATTRIBUTE},
+                    "ExpressionAttributeValues": {":deadline": _num(now if queued else cutoff)},
+                }
+            }
+        )
+        if queued:
+            entry = _queue_key(key, int(item["seq"]["N"]))
+            ops.append({"Delete": {"TableName": table, "Key": entry}})
+    return ops
+
+
 class _Cancelled(Exception):
-    """A cancelled transaction, with DynamoDB's per-item reasons in request order."""
+    """A cancelled transaction, with DynamoDB's per-item reasons in request order.
+
+    Only for outcomes a retry can change (failed conditions, conflicts): a ``ValidationError``
+    reason is raised by :meth:`DynamoDBSemaphore._transact` as a configuration error instead.
+    """
 
     def __init__(self, reasons: list[Mapping[str, Any]]) -> None:
         super().__init__("transaction cancelled")
@@ -2282,5 +2561,6 @@ def _with_grants(result: AcquireResult, grants: list[Grant]) -> AcquireResult:
 
 
 def _backoff(attempt: int) -> None:
-    """Full-jitter backoff for transaction conflicts: they clear in milliseconds."""
-    time.sleep(random.uniform(0, min(0.2, 0.005 * (2 ** min(attempt, 6)))))
+    """Full-jitter backoff for transaction conflicts: they clear in milliseconds. Never past
+    the caller's time budget (:mod:`durable_semaphore.deadline`)."""
+    _budgeted_sleep(random.uniform(0, min(0.2, 0.005 * (2 ** min(attempt, 6)))))
