@@ -7,11 +7,16 @@ inside of a durable ``step`` that calls a rate-limited API::
         call_the_api()
 
 The hold joins the key's FIFO queue, so it never barges past waiting branches or holds (and
-none barges past it), and polls its own queue entry with jittered backoff. A release in the
-same process wakes it at once; a release elsewhere hands the slot to it in the releasing
-transaction, and it notices at its next poll. While held, a daemon thread renews the lease, so
-the lease can be short: a crashed process frees its slot within ``ttl_seconds`` (plus the
-store's clock-skew margin), not a day later.
+none barges past it), and polls its own queue entry with jittered backoff; a poll that finds
+the key holding an expired lease frees it and hands it on, so waiters alone keep the queue
+moving. A release in the same process wakes it at once; a release elsewhere hands the slot to
+it in the releasing transaction, and it notices at its next poll. While held, a daemon thread
+renews the lease, so the lease can be short: a crashed process frees its slot within
+``ttl_seconds`` (plus the store's clock-skew margin), not a day later.
+
+Every store call runs under a time budget (:mod:`durable_semaphore.deadline`), so a timeout
+bounds wall time whatever DynamoDB does, and a lease whose renewals do not come back is
+counted lost at its expiry, before anyone else can be admitted.
 """
 
 from __future__ import annotations
@@ -29,15 +34,27 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from durable_semaphore import deadline as budget
 from durable_semaphore import observability
 from durable_semaphore.errors import (
     AcquireTimeoutError,
+    ContentionError,
+    DeadlineExceededError,
     DurableSemaphoreError,
     InvalidArgumentError,
 )
 from durable_semaphore.store import (
+    AcquireResult,
     Grant,
     Lease,
+    ReleaseResult,
     _validate_holder,
     _validate_ttl,
     is_transient_error,
@@ -50,6 +67,7 @@ __all__ = [
     "DEFAULT_HOLD_TTL_SECONDS",
     "DEFAULT_MAX_POLL_SECONDS",
     "HOLD_SIGNAL_SCOPE",
+    "TIMEOUT_BOUND_SECONDS",
     "Hold",
     "holding",
 ]
@@ -74,7 +92,22 @@ _HEARTBEAT_FRACTION = 1 / 3
 #: ARN (the reaper would ask Lambda about one), so they share this scope, which no ARN equals.
 HOLD_SIGNAL_SCOPE = "durable-semaphore:hold"
 #: How long leaving the block waits for an in-flight renewal before releasing anyway.
-_HEARTBEAT_JOIN_SECONDS = 5.0
+_HEARTBEAT_JOIN_SECONDS = 1.0
+#: A request started before the timeout may take this long past it before the hold stops
+#: waiting for it (a last poll just before the deadline deserves its answer).
+_CALL_GRACE_SECONDS = 0.5
+#: How long giving up the queue place may take after that; then the entry expires on its own.
+_LEAVE_SECONDS = 1.0
+#: How long leaving a ``with`` block may wait for the release (plus the heartbeat's join).
+_RELEASE_SECONDS = 5.0
+#: ``hold(timeout=t)`` returns or raises within ``t`` plus this, whatever DynamoDB does.
+TIMEOUT_BOUND_SECONDS = _CALL_GRACE_SECONDS + _LEAVE_SECONDS
+#: ``lost`` turns True this long before the lease's expiry on the holder's clock, so that it
+#: is never late by a timer's jitter.
+_LOSS_LEAD_SECONDS = 0.1
+_THROTTLE_CODES = frozenset(
+    {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"}
+)
 
 
 def _seconds(name: str, value: object, *, allow_zero: bool, none_means: str | None) -> None:
@@ -105,6 +138,36 @@ def _fence(lease: Lease) -> dict[str, Any]:
     return {"token": token} if token is not None else {}
 
 
+def _cause(err: BaseException | None) -> str | None:
+    """Why the last poll failed, in words a caller can act on (None: it did not fail)."""
+    if err is None:
+        return None
+    if isinstance(err, DeadlineExceededError):
+        if err.__cause__ is not None and not isinstance(err.__cause__, DeadlineExceededError):
+            return _cause(err.__cause__)  # what the last attempt met before time ran out
+        return "DynamoDB did not answer in time (the last request was still unanswered)"
+    if isinstance(err, EndpointConnectionError | ConnectTimeoutError):
+        return f"DynamoDB was unreachable ({err})"
+    if isinstance(err, ReadTimeoutError):
+        return f"DynamoDB did not answer in time ({err})"
+    if isinstance(err, ClientError):
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in _THROTTLE_CODES:
+            return f"DynamoDB throttled the requests ({code})"
+        return f"DynamoDB failed ({code or err})"
+    if isinstance(err, ContentionError):
+        return f"the key was too contended ({err})"
+    return f"the connection to DynamoDB failed ({err!r})"
+
+
+def _wrote_nothing(exc: BaseException) -> bool:
+    """Our own refusals (bad input, a missing or wrong table) come before any write: there is
+    no queue place to give up, and trying would only log a second failure."""
+    return isinstance(exc, DurableSemaphoreError) and not isinstance(
+        exc, AcquireTimeoutError | ContentionError | DeadlineExceededError
+    )
+
+
 class Hold:
     """One blocking hold of a slot of a named :class:`DynamoDBLimiter`.
 
@@ -113,9 +176,12 @@ class Hold:
 
     Attributes a caller may read: ``holder`` (the lease's holder id), ``lease`` (while held),
     ``waited`` (had to queue), ``position`` (its queue sequence number while waiting), and
-    ``lost`` / ``lost_reason``: set, with a WARNING log, when the heartbeat found the lease
-    gone (revoked by an operator, or expired while renewals failed). The block is not
-    interrupted then; code that must not run without the slot can check ``lost``.
+    ``lost`` / ``lost_reason``: set, with a WARNING log and a call of ``on_lost``, when the
+    lease is gone (revoked by an operator, or no renewal came back before it expired). The
+    rule: ``lost`` turns True no later than the lease's expiry as this process's clock sees
+    it, whether or not a renew call returns, so before anyone else can be admitted to the
+    slot (others wait for the expiry plus the store's clock-skew margin). The block is not
+    interrupted; code that must not run without the slot checks ``lost``.
     """
 
     def __init__(
@@ -127,6 +193,7 @@ class Hold:
         ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
         max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
         heartbeat_seconds: float | None = None,
+        on_lost: Callable[[Hold], None] | None = None,
     ) -> None:
         if limiter.name is None or limiter.limit is None:
             raise InvalidArgumentError(
@@ -143,6 +210,8 @@ class Hold:
             raise InvalidArgumentError(
                 "heartbeat_seconds", heartbeat_seconds, f"must be below ttl_seconds ({ttl:g})"
             )
+        if on_lost is not None and not callable(on_lost):
+            raise InvalidArgumentError("on_lost", on_lost, "must be a function of the Hold")
         if holder is not None:
             _validate_holder(holder)
         self.limiter = limiter
@@ -157,37 +226,63 @@ class Hold:
         self.heartbeat_seconds = (
             float(heartbeat_seconds) if heartbeat_seconds is not None else ttl * _HEARTBEAT_FRACTION
         )
+        self.on_lost = on_lost
         # A waiter refreshes its entry at every poll; only a dead one outlives this.
         self.queue_ttl_seconds = max(60.0, 10 * self.max_poll_seconds)
         self.lease: Lease | None = None
         self.position: int | None = None
+        self.ahead: int | None = None
         self.waited = False
         self.lost = False
         self.lost_reason: str | None = None
         self._heartbeat: _Heartbeat | None = None
+        self._lost_lock = threading.Lock()
+        #: Bumped by every acquire, so a late answer to an abandoned call of an earlier one
+        #: never undoes a later one.
+        self._generation = 0
 
     def __repr__(self) -> str:
         return f"Hold(key={self.key!r}, holder={self.holder!r}, held={self.lease is not None})"
+
+    # -- calls to the store, within the time budget ---------------------------------------------
+
+    def _call(
+        self,
+        call: Callable[[], R],
+        deadline: float | None,
+        what: str,
+        on_late: Callable[[R], None] | None = None,
+    ) -> R:
+        """``call()``, abandoned at ``deadline`` (monotonic) if it has not answered by then."""
+        if deadline is None:
+            return call()
+        return budget.call_within(deadline, call, what=f"{what} {self.key}", on_late=on_late)
 
     # -- acquiring -----------------------------------------------------------------------------
 
     def acquire(self) -> Lease:
         """Wait for a slot (FIFO), start the heartbeat, and return the lease.
 
-        Raises :class:`AcquireTimeoutError` when the timeout passes, after leaving the queue.
+        Raises :class:`AcquireTimeoutError` when the timeout passes, after leaving the queue,
+        within ``timeout`` + :data:`TIMEOUT_BOUND_SECONDS` whatever DynamoDB does. Our own
+        refusals (a missing or wrong table, bad input) are raised as they are, at once.
         """
         if self.lease is not None:
             raise DurableSemaphoreError(f"{self!r} already holds its slot; release it first")
+        budget.guard(self.limiter.semaphore.client)
         started = time.monotonic()
         deadline = None if self.timeout is None else started + self.timeout
+        self._generation += 1
         self.position = None
+        self.ahead = None
         self.waited = False
         self.lost = False
         self.lost_reason = None
         try:
             lease = self._wait(deadline)
-        except BaseException:
-            self._leave()  # timed out, interrupted or failed: leave nothing behind
+        except BaseException as exc:
+            if not _wrote_nothing(exc):
+                self._leave()  # timed out, interrupted or failed: leave nothing behind
             raise
         self.lease = lease
         self.position = None
@@ -196,8 +291,38 @@ class Hold:
         self._heartbeat.start()
         return lease
 
-    def _wait(self, deadline: float | None) -> Lease:
+    def _poll(self, deadline: float | None) -> AcquireResult:
+        """One acquire-or-check-in; a call still unanswered after the grace is abandoned."""
         sem = self.limiter.semaphore
+        generation = self._generation
+
+        def undo_late(result: AcquireResult) -> None:
+            # Applied after we gave up: give the slot or queue place back at once.
+            for grant in result.grants:
+                self._wake(grant)
+            ours = generation == self._generation and self.lease is None
+            if ours and (result.lease is not None or result.queued):
+                with budget.budget(time.monotonic() + _LEAVE_SECONDS):
+                    outcome = sem.release_slot(self.key, self.holder)
+                if outcome.grant is not None:
+                    self._wake(outcome.grant)
+
+        return self._call(
+            lambda: sem.acquire(
+                self.key,
+                self.holder,
+                self.limit,
+                self.ttl_seconds,
+                enqueue=True,
+                position=self.position,
+                queue_ttl_seconds=self.queue_ttl_seconds,
+            ),
+            None if deadline is None else deadline + _CALL_GRACE_SECONDS,
+            "acquire",
+            undo_late,
+        )
+
+    def _wait(self, deadline: float | None) -> Lease:
         polls = 0
         last_error: Exception | None = None
         # Registered before the first check, so a hand-off in between is not missed.
@@ -205,18 +330,10 @@ class Hold:
             while True:
                 woken.clear()  # a wake-up before this check is seen by the check itself
                 try:
-                    result = sem.acquire(
-                        self.key,
-                        self.holder,
-                        self.limit,
-                        self.ttl_seconds,
-                        enqueue=True,
-                        position=self.position,
-                        queue_ttl_seconds=self.queue_ttl_seconds,
-                    )
+                    result = self._poll(deadline)
                 except Exception as exc:
-                    if not is_transient_error(exc):  # the SDK integration's rule too
-                        raise
+                    if not is_transient_error(exc) and not isinstance(exc, DeadlineExceededError):
+                        raise  # the SDK integration's rule too: our refusals do not heal
                     logger.warning(
                         "durable-semaphore: hold on %s: poll failed, will retry: %r", self.key, exc
                     )
@@ -228,11 +345,19 @@ class Hold:
                     if result.lease is not None:
                         return result.lease
                     self.position = result.position
+                    if result.ahead is not None:
+                        self.ahead = result.ahead
                     self.waited = self.waited or result.queued
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     assert self.timeout is not None
-                    raise AcquireTimeoutError(self.key, self.timeout, self.position) from last_error
+                    raise AcquireTimeoutError(
+                        self.key,
+                        self.timeout,
+                        self.position,
+                        ahead=self.ahead,
+                        cause=_cause(last_error),
+                    ) from last_error
                 polls += 1
                 pause = self._pause(polls)
                 woken.wait(pause if remaining is None else min(pause, remaining))
@@ -245,17 +370,34 @@ class Hold:
         return ceiling / 2 + random.random() * ceiling / 2
 
     def _leave(self) -> None:
-        """Give up the queue place; a slot handed over meanwhile is passed on, not kept."""
+        """Give up the queue place; a slot handed over meanwhile is passed on, not kept.
+
+        Bounded by :data:`_LEAVE_SECONDS`; if DynamoDB does not answer by then, the entry
+        expires on its own (after ``queue_ttl_seconds``, or the lease TTL for a slot granted
+        in the race) and an answer that comes later is still acted on.
+        """
+
+        def wake_late(result: ReleaseResult) -> None:
+            if result.grant is not None:
+                self._wake(result.grant)
+
+        sem = self.limiter.semaphore
         try:
             # No token: a queue marker has none, and a slot granted in the race carries one we
             # were never told. The holder id is this hold's own. Not ``waiters_likely``: that
             # starts with a hand-off from the queue head, which may be this very waiter.
-            result = self.limiter.semaphore.release_slot(self.key, self.holder)
+            result = self._call(
+                lambda: sem.release_slot(self.key, self.holder),
+                time.monotonic() + _LEAVE_SECONDS,
+                "leave",
+                wake_late,
+            )
         except Exception:
             logger.warning(
                 "durable-semaphore: hold on %s: leaving the queue failed; the entry expires "
-                "on its own",
+                "on its own within %g s",
                 self.key,
+                max(self.queue_ttl_seconds, self.ttl_seconds),
                 exc_info=True,
             )
             return
@@ -281,7 +423,9 @@ class Hold:
         """Stop the heartbeat and free the slot, handing it to the oldest waiter.
 
         True only if this call freed a live lease. Never raises for a store failure (it is
-        logged; the slot then comes back when the lease expires).
+        logged; the slot then comes back when the lease expires), and never blocks the end of
+        the block longer than :data:`_RELEASE_SECONDS` (an answer that comes later is still
+        acted on).
         """
         lease = self.lease
         if lease is None:
@@ -290,9 +434,20 @@ class Hold:
         if heartbeat is not None:
             heartbeat.stop()
         self.lease = None
+        sem = self.limiter.semaphore
+
+        def wake_late(result: ReleaseResult) -> None:
+            if result.grant is not None:
+                self._wake(result.grant)
+
         try:
-            result = self.limiter.semaphore.release_slot(
-                self.key, self.holder, waiters_likely=self.waited, **_fence(lease)
+            result = self._call(
+                lambda: sem.release_slot(
+                    self.key, self.holder, waiters_likely=self.waited, **_fence(lease)
+                ),
+                time.monotonic() + _RELEASE_SECONDS,
+                "release",
+                wake_late,
             )
         except Exception:
             logger.warning(
@@ -321,18 +476,38 @@ class Hold:
 
     # -- heartbeat -----------------------------------------------------------------------------
 
-    def _renew(self, stopped: threading.Event) -> bool:
-        """One heartbeat: extend the lease; False once it is lost (stop beating)."""
+    def _seconds_left(self) -> float | None:
+        """Seconds until this hold must count its lease as lost (None: not held)."""
         lease = self.lease
-        if lease is None or stopped.is_set():
+        if lease is None:
+            return None
+        return lease.expires_at - self.limiter.semaphore.now() - _LOSS_LEAD_SECONDS
+
+    def _renew(self, stopped: threading.Event) -> bool:
+        """One heartbeat: extend the lease; False once it is lost (stop beating).
+
+        The renew call is abandoned when the lease runs out before it answers: a renewal
+        stuck on the network must not keep ``lost`` False past the expiry.
+        """
+        lease = self.lease
+        left = self._seconds_left()
+        if lease is None or left is None or stopped.is_set():
+            return False
+        if left <= 0:
+            self._mark_lost("no renewal came back before it expired")
             return False
         sem = self.limiter.semaphore
         try:
-            renewed = sem.renew(self.key, self.holder, self.ttl_seconds, **_fence(lease))
+            renewed = budget.call_within(
+                time.monotonic() + left,
+                lambda: sem.renew(self.key, self.holder, self.ttl_seconds, **_fence(lease)),
+                what=f"renew {self.key}",
+            )
         except Exception as exc:
             if stopped.is_set():
                 return False
-            if sem.now() < lease.expires_at:
+            left = self._seconds_left()
+            if left is not None and left > 0 and not isinstance(exc, DeadlineExceededError):
                 logger.warning(
                     "durable-semaphore: renewing %s on %s failed, will retry: %r",
                     self.holder,
@@ -340,7 +515,7 @@ class Hold:
                     exc,
                 )
                 return True
-            self._mark_lost("it expired while renewals failed")
+            self._mark_lost("no renewal came back before it expired")
             return False
         if stopped.is_set():
             return False  # released meanwhile: a None here is the release, not a loss
@@ -351,8 +526,11 @@ class Hold:
         return True
 
     def _mark_lost(self, reason: str) -> None:
-        self.lost = True
-        self.lost_reason = reason
+        with self._lost_lock:
+            if self.lost:
+                return
+            self.lost = True
+            self.lost_reason = reason
         logger.warning(
             "durable-semaphore: %s lost its slot on %s: %s; the block keeps running without it",
             self.holder,
@@ -360,10 +538,18 @@ class Hold:
             reason,
         )
         observability.lease_lost(self.key, self.holder)
+        if self.on_lost is not None:
+            try:
+                self.on_lost(self)
+            except Exception:
+                logger.warning(
+                    "durable-semaphore: on_lost of %s raised", self.holder, exc_info=True
+                )
 
 
 class _Heartbeat:
-    """A daemon thread renewing a hold's lease every ``heartbeat_seconds`` until stopped.
+    """A daemon thread renewing a hold's lease every ``heartbeat_seconds`` until stopped, and
+    declaring it lost at its expiry if no renewal came back by then.
 
     Daemon, so a renewal stuck on the network never keeps the interpreter alive.
     """
@@ -384,12 +570,24 @@ class _Heartbeat:
             self._thread.join(_HEARTBEAT_JOIN_SECONDS)
 
     def _run(self) -> None:
+        hold = self._hold
+        pause = hold.heartbeat_seconds
         try:
-            while not self._stopped.wait(self._hold.heartbeat_seconds):
-                if not self._hold._renew(self._stopped):
+            while True:
+                left = hold._seconds_left()
+                if left is None:
                     return
+                # Never sleep past the moment the lease must be counted lost.
+                if self._stopped.wait(max(0.0, min(pause, left))):
+                    return
+                renewed = hold.lease
+                if not hold._renew(self._stopped):
+                    return
+                # After a failed renewal, try again sooner than a full beat.
+                failed = hold.lease is renewed
+                pause = hold.heartbeat_seconds / 3 if failed else hold.heartbeat_seconds
         except Exception:  # pragma: no cover - _renew handles store errors itself
-            logger.exception("durable-semaphore: heartbeat of %s stopped", self._hold.holder)
+            logger.exception("durable-semaphore: heartbeat of %s stopped", hold.holder)
 
 
 def holding(
@@ -399,6 +597,7 @@ def holding(
     holder: Callable[..., str] | None = None,
     ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
     max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+    on_lost: Callable[[Hold], None] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a function so each call runs inside its own :class:`Hold`.
 
@@ -410,7 +609,13 @@ def holding(
         raise InvalidArgumentError(
             "holder", holder, "must be a function of the call's arguments returning an id, or None"
         )
-    Hold(limiter, timeout=timeout, ttl_seconds=ttl_seconds, max_poll_seconds=max_poll_seconds)
+    Hold(
+        limiter,
+        timeout=timeout,
+        ttl_seconds=ttl_seconds,
+        max_poll_seconds=max_poll_seconds,
+        on_lost=on_lost,
+    )
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if inspect.iscoroutinefunction(func):
@@ -426,6 +631,7 @@ def holding(
                 holder=holder(*args, **kwargs) if holder is not None else None,
                 ttl_seconds=ttl_seconds,
                 max_poll_seconds=max_poll_seconds,
+                on_lost=on_lost,
             )
             with hold:
                 return func(*args, **kwargs)

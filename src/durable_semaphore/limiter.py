@@ -31,6 +31,7 @@ from durable_semaphore.store import (
     DynamoDBSemaphore,
     Grant,
     ReleaseResult,
+    _validate_key,
     _validate_ttl,
     validate_clock_skew,
 )
@@ -134,6 +135,13 @@ class DynamoDBLimiter:
             raise InvalidArgumentError(
                 "name", name, "must not start or end with whitespace (it is the key as written)"
             )
+        if name is not None:
+            # The store's key rule (2,048 UTF-8 bytes, no lone surrogate), checked here so a
+            # bad name fails at construction rather than at the first branch that uses it.
+            try:
+                _validate_key(name)
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError("name", name, exc.reason) from None
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise InvalidArgumentError("limit", limit, "must be an int >= 1 or None")
         if limit is not None and not 1 <= limit <= MAX_LIMIT:
@@ -391,10 +399,12 @@ class DynamoDBLimiter:
         holder: str | None = None,
         ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
         max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+        on_lost: Callable[[Hold], None] | None = None,
     ) -> Hold:
         """A slot of this named limiter for a ``with`` block outside map/parallel: waits in
         the FIFO queue up to ``timeout`` seconds (None: forever), else raises
-        :class:`~durable_semaphore.errors.AcquireTimeoutError`. See :mod:`durable_semaphore.hold`.
+        :class:`~durable_semaphore.errors.AcquireTimeoutError`. ``on_lost`` is called (on the
+        heartbeat thread) if the lease is lost while held. See :mod:`durable_semaphore.hold`.
         """
         return Hold(
             self,
@@ -402,6 +412,7 @@ class DynamoDBLimiter:
             holder=holder,
             ttl_seconds=ttl_seconds,
             max_poll_seconds=max_poll_seconds,
+            on_lost=on_lost,
         )
 
     def holding(
@@ -411,6 +422,7 @@ class DynamoDBLimiter:
         holder: Callable[..., str] | None = None,
         ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
         max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+        on_lost: Callable[[Hold], None] | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorator form of :meth:`hold`: every call of the function holds its own slot."""
         return holding(
@@ -419,6 +431,7 @@ class DynamoDBLimiter:
             holder=holder,
             ttl_seconds=ttl_seconds,
             max_poll_seconds=max_poll_seconds,
+            on_lost=on_lost,
         )
 
     # -- scope ---------------------------------------------------------------------------------
