@@ -442,6 +442,15 @@ def test_limiter_policy_covers_exactly_the_store_calls_of_the_sdk_integration(
         assert sem.reclaim_expired("k") == 0
         assert sem.release("k", "c") is True
         assert sem.forget_if_idle("k") is True  # the sweep drops a finished map's counter
+        # Waiting on a named limit: join the queue, check in (it checks the key in the same
+        # transaction), be handed the slot, claim it.
+        assert sem.try_acquire("q", "holder", 1) is not None
+        waiting = sem.acquire("q", "waiter", 1, callback_id="Y2I=")
+        assert waiting.queued
+        assert sem.acquire("q", "waiter", 1, position=waiting.position).queued
+        assert sem.release_slot("q", "holder").grant is not None
+        assert sem.acquire("q", "waiter", 1, position=waiting.position).held
+        assert sem.release("q", "waiter") is True
     assert rec.actions == ddb_actions_of(template, "ExampleFunctionRole")
     assert "Scan" not in rec.operations  # only the reaper scans
 
