@@ -7,10 +7,17 @@ inside the critical section, the dead workers' holders are replayed from fresh p
 DynamoDB Local itself is SIGKILLed and restarted. Then, with faults off, it checks the end
 state of every key, and runs the broken control store under the same observer.
 
-Prints: operations, faults injected by kind, kills, restarts, peak observed vs limit, leaks, and
-the duration. Exits 1 if the limit was exceeded, anything leaked, or a worker failed.
+A second phase kills holders and waiters while every worker waits in the queue and nothing
+else (no poller, no newcomer that reconciles, no replay, no reaper) can bring a dead slot
+back, and reports the longest time a slot sat free while someone waited, against TTL + 1 s
+(whole-second expiry) + margin + one poll + slack; then the same with waiters that do not
+look at the key, which must miss it.
 
-Run: ``make soak`` (``SOAK_ARGS="--cycles 500"`` for a quick one).
+Prints: operations, faults injected by kind, kills, restarts, peak observed vs limit, leaks,
+the longest free slot vs its bound, and the duration. Exits 1 if the limit was exceeded,
+anything leaked, a worker failed, or a free slot sat longer than the bound.
+
+Run: ``make soak`` (``SOAK_ARGS="--cycles 500 --live-kills 4"`` for a quick one).
 """
 
 from __future__ import annotations
@@ -32,7 +39,15 @@ sys.path.insert(0, str(ROOT))  # the harness lives with the chaos tests
 import boto3  # noqa: E402
 from tests.chaos.faults import FaultRates  # noqa: E402
 from tests.chaos.invariants import end_state, problems  # noqa: E402
-from tests.chaos.run import ChaosPlan, ChaosReport, RestartableDynamoDB, run_chaos  # noqa: E402
+from tests.chaos.run import (  # noqa: E402
+    FREE_SLOT_SLACK,
+    ChaosPlan,
+    ChaosReport,
+    RestartableDynamoDB,
+    free_slot_bound,
+    queue_liveness_plan,
+    run_chaos,
+)
 from tests.chaos.workers import Workload  # noqa: E402
 from tests.conftest import dynamodb_local  # noqa: E402
 
@@ -71,6 +86,15 @@ def _plan(args: argparse.Namespace) -> ChaosPlan:
     )
 
 
+def _live_run(
+    client: Any, server: RestartableDynamoDB, work: Path, plan: ChaosPlan, name: str
+) -> ChaosReport:
+    """One queue-only run on a table of its own."""
+    table = f"{name}-{uuid.uuid4().hex[:8]}"
+    DynamoDBSemaphore(table_name=table, client=client).create_table()
+    return run_chaos(plan, server.endpoint, table, work / f"{name}-logs")
+
+
 def _end(client: Any, table: str, plan: ChaosPlan) -> tuple[list[dict[str, Any]], list[str]]:
     w = plan.workload
     states, found = [], []
@@ -104,6 +128,8 @@ def _print(report: ChaosReport, canary: ChaosReport, states: list[dict[str, Any]
     print(f"DynamoDB restarts: {report.restarts}")
     print(f"peak vs limit:     {report.peak} vs {report.limit} (per key {report.verdict.peaks}); "
           f"control store: {canary.peak} vs {canary.limit}")  # fmt: skip
+    print(f"free slot waited:  {report.longest_free_slot:.2f} s at most (not judged here: "
+          "DynamoDB restarts, self-kills and replays)")  # fmt: skip
     print(f"leases stalled past their end (observer clipped): {report.verdict.overruns}; "
           f"expired on arrival: {report.stale_grants}; releases returning False: "
           f"{report.release_false}")  # fmt: skip
@@ -115,6 +141,16 @@ def _print(report: ChaosReport, canary: ChaosReport, states: list[dict[str, Any]
               f"{after['leases']}, queue {after['entries']}; probe {state['admitted']} of "
               f"{report.limit} admitted, one more "
               f"{'refused' if state['refused_extra'] else 'ADMITTED'}")  # fmt: skip
+
+
+def _print_liveness(live: ChaosReport, blind: ChaosReport, bound: float) -> None:
+    print(f"queue only:        {live.kills} kills ({live.killed_holding} holding, "
+          f"{live.killed_waiting} waiting), {live.operations:,} operations in "
+          f"{live.duration:.0f} s; peak {live.peak} vs {live.limit}; longest wait "
+          f"{live.verdict.longest_wait:.2f} s, {live.timeouts} gave up")  # fmt: skip
+    print(f"free slot waited:  {live.longest_free_slot:.2f} s at most vs bound {bound:.2f} s; "
+          f"control (blind waiters): {blind.longest_free_slot:.2f} s, {blind.timeouts} waits "
+          "gave up")  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
@@ -132,6 +168,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--restarts", type=int, default=3, help="DynamoDB Local restarts")
     parser.add_argument("--skew", type=float, default=0.0, help="half the clocks this far ahead")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--live-kills", type=int, default=12, help="queue-only phase: kills (0 skips the phase)"
+    )
+    parser.add_argument("--live-ttl", type=float, default=3.0, help="queue-only phase: TTL")
+    parser.add_argument("--live-margin", type=float, default=1.0, help="its skew margin")
+    parser.add_argument(
+        "--live-slack", type=float, default=FREE_SLOT_SLACK, help="seconds over the bound"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the event logs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON too")
     args = parser.parse_args(argv)
@@ -168,13 +212,46 @@ def main(argv: list[str]) -> int:
         broken = replace(plan.workload, broken=True, hold=(0.05, 0.1))
         canary_plan = ChaosPlan(workload=broken, processes=plan.processes, cycles=20)
         canary = run_chaos(canary_plan, server.endpoint, canary_table, work / "canary-logs")
+        live = blind = None
+        bound = 0.0
+        if args.live_kills:
+            live_plan = queue_liveness_plan(
+                args.live_kills,
+                ttl=args.live_ttl,
+                margin=args.live_margin,
+                processes=args.processes,
+                seed=args.seed,
+            )
+            bound = free_slot_bound(live_plan.workload) + args.live_slack
+            print(f"queue-only phase: {args.live_kills} kills, about {live_plan.run_seconds:.0f} s")
+            live = _live_run(client, server, work, live_plan, "live")
+            # The control: the same plan with check-ins that do not look at the key.
+            blind_plan = replace(
+                live_plan, workload=replace(live_plan.workload, blind_waiters=True)
+            )
+            blind = _live_run(client, server, work, blind_plan, "blind")
     finally:
         server.close()
     print(f"restart took {', '.join(f'{s:.1f}' for s in server.restart_seconds)} s")
     _print(report, canary, states)
-    if args.json:
-        print(json.dumps({"summary": report.summary(), "end_states": states}, default=str))
     failed = [*report.errors, *found]
+    if live is not None and blind is not None:
+        _print_liveness(live, blind, bound)
+        failed.extend(live.errors + blind.errors)
+        if live.peak > live.limit:
+            failed.append(f"queue only: peak {live.peak} over the limit {live.limit}")
+        if live.longest_free_slot > bound:
+            failed.append(f"a slot sat free {live.longest_free_slot:.2f} s (bound {bound:.2f})")
+        if live.timeouts:
+            failed.append(f"queue only: {live.timeouts} waits gave up")
+        if blind.longest_free_slot <= bound:
+            failed.append("blind waiters were not caught: the free-slot metric proves nothing")
+    if args.json:
+        extra: dict[str, Any] = {}
+        if live is not None and blind is not None:
+            extra = {"queue_only": live.summary(), "blind": blind.summary(), "bound": bound}
+        out = {"summary": report.summary(), "end_states": states, **extra}
+        print(json.dumps(out, default=str))
     if report.peak > report.limit:
         failed.append(f"peak {report.peak} over the limit {report.limit}")
     if canary.peak <= canary.limit:

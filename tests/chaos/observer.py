@@ -12,30 +12,41 @@ the run reports it). A process killed while holding leaves its interval open:
 it ends when the lease could have expired, or when the same holder, replayed from a fresh
 process, released it, whichever comes first. Intervals of one holder are merged (a replay
 re-enters the same lease), and the peak is the most distinct holders open at one instant.
+
+The same intervals also judge liveness: per key, the longest stretch during which someone
+waited (from its "try" to its "in"; a waiter killed, or giving up, stops at its last event)
+while fewer than ``limit`` leases were in force. A slot free that long was one nobody could
+take: this is how long a dead holder's or a dead waiter's slot stayed lost to the queue.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from durable_semaphore.demo import peak_overlap
+from durable_semaphore.demo import overlap_steps, peak_overlap
 
 
 class EventLog:
-    """Append-only JSON lines, one ``os.write`` each (atomic enough, and SIGKILL-safe)."""
+    """Append-only JSON lines, one ``os.write`` each (atomic enough, and SIGKILL-safe).
+
+    Every event carries a monotonic ``t`` (its own, if the caller gives one): a process that
+    dies leaves its last moment in the log, which is where its wait ends for the observer.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def write(self, event: str, **fields: Any) -> None:
-        os.write(self._fd, (json.dumps({"ev": event, **fields}) + "\n").encode())
+        line = {"ev": event, "t": time.monotonic(), **fields}
+        os.write(self._fd, (json.dumps(line) + "\n").encode())
 
     def close(self) -> None:
         os.close(self._fd)
@@ -91,17 +102,38 @@ class Verdict:
     open_at_kill: int
     overruns: int
     per_key_stays: Counter[str] = field(default_factory=Counter)
+    #: Per key, the longest (start, end) during which someone waited while fewer than the
+    #: limit's leases were in force (only when :func:`judge` was given the limit).
+    free_while_waiting: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: The longest single wait, from "try" to "in" (or to the waiter's end), in seconds.
+    longest_wait: float = 0.0
+
+    @property
+    def longest_free_slot(self) -> float:
+        """Seconds of the longest such stretch on any key (0 when a free slot never waited)."""
+        return max((end - start for start, end in self.free_while_waiting.values()), default=0.0)
 
 
-def judge(logs: Iterable[list[dict[str, Any]]]) -> Verdict:
-    """Peak overlap per key from every process's events (workers and replays alike)."""
+def judge(logs: Iterable[list[dict[str, Any]]], limit: int | None = None) -> Verdict:
+    """Peak overlap per key from every process's events (workers and replays alike); with
+    ``limit``, also the longest stretch a slot sat free while someone waited."""
     stays: dict[tuple[str, str], list[_Stay]] = defaultdict(list)
+    waits: dict[str, list[tuple[float, float]]] = defaultdict(list)
     overruns = 0
     for events in logs:
         current: dict[str, _Stay] = {}
+        waiting: dict[str, tuple[str, float]] = {}
         for ev in events:
             kind = ev["ev"]
+            if kind == "try":
+                waiting[ev["h"]] = (ev["k"], ev["t"])
+            elif kind == "timeout" and ev["h"] in waiting:
+                key, since = waiting.pop(ev["h"])
+                waits[key].append((since, ev["t"]))
             if kind == "in":
+                if ev["h"] in waiting:
+                    key, since = waiting.pop(ev["h"])
+                    waits[key].append((since, ev["t"]))
                 stay = _Stay(ev["t"], ev["end"])
                 current[ev["h"]] = stay
                 stays[(ev["k"], ev["h"])].append(stay)
@@ -111,6 +143,10 @@ def judge(logs: Iterable[list[dict[str, Any]]]) -> Verdict:
                 stay = current.pop(ev["h"])
                 stay.out = ev["t"]
                 overruns += stay.out > stay.deadline
+        # Killed (or failed) while waiting: it waited until its last sign of life.
+        last = max((ev["t"] for ev in events if "t" in ev), default=0.0)
+        for key, since in waiting.values():
+            waits[key].append((since, max(since, last)))
     per_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
     per_key_stays: Counter[str] = Counter()
     open_at_kill = 0
@@ -137,7 +173,47 @@ def judge(logs: Iterable[list[dict[str, Any]]]) -> Verdict:
         open_at_kill=open_at_kill,
         overruns=overruns,
         per_key_stays=per_key_stays,
+        free_while_waiting=(
+            {}
+            if limit is None
+            else {
+                key: stretch
+                for key, key_waits in waits.items()
+                if (stretch := _longest_free(per_key[key], key_waits, limit)) is not None
+            }
+        ),
+        longest_wait=max((end - start for w in waits.values() for start, end in w), default=0.0),
     )
+
+
+def _longest_free(
+    leases: list[tuple[float, float]], waits: list[tuple[float, float]], limit: int
+) -> tuple[float, float] | None:
+    """The longest (start, end) with a wait open and fewer than ``limit`` leases in force.
+
+    Both are step functions of time (``overlap_steps``); they are walked together over the
+    union of their change points, so a hand-off (one wait ends as one lease starts, the same
+    event) opens no stretch.
+    """
+    held, waiting = overlap_steps(leases), overlap_steps(waits)
+    best: tuple[float, float] | None = None
+    start: float | None = None
+    i = j = in_force = waiters = 0
+    for at in sorted({t for t, _ in held} | {t for t, _ in waiting}):
+        while i < len(held) and held[i][0] <= at:
+            in_force = held[i][1]
+            i += 1
+        while j < len(waiting) and waiting[j][0] <= at:
+            waiters = waiting[j][1]
+            j += 1
+        free = waiters > 0 and in_force < limit
+        if free and start is None:
+            start = at
+        elif not free and start is not None:
+            if best is None or at - start > best[1] - best[0]:
+                best = (start, at)
+            start = None
+    return best
 
 
 def _merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -2,8 +2,9 @@
 
 Each multi-process scenario is judged by the independent observer (``observer.py``), never by
 the limiter, and each has a control that must fail under the same observer: the same workload
-on a store that ignores the limit, and the skew scenario at a margin of 0. The runs are short
-here (CI runs this folder with the rest of the suite); ``make soak`` runs the long version.
+on a store that ignores the limit, the skew scenario at a margin of 0, and the queue-only
+liveness scenario with waiters that do not look at the key. The runs are short here (CI runs
+this folder with the rest of the suite); ``make soak`` runs the long version.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import pytest
 from durable_semaphore import DynamoDBSemaphore
 from tests.chaos.faults import FAULT_KINDS, FaultInjector, FaultRates
 from tests.chaos.invariants import end_state, problems
-from tests.chaos.run import ChaosPlan, ChaosReport, RestartableDynamoDB, run_chaos
+from tests.chaos.observer import judge
+from tests.chaos.run import (
+    FREE_SLOT_SLACK,
+    ChaosPlan,
+    ChaosReport,
+    RestartableDynamoDB,
+    free_slot_bound,
+    queue_liveness_plan,
+    run_chaos,
+)
 from tests.chaos.workers import Workload
 from tests.conftest import FakeClock
 
@@ -147,6 +157,61 @@ def test_clock_skew_within_the_margin_never_over_admits(
     assert report.peak == workload.limit
     assert report.release_false == 0  # nobody's live lease was taken from under it
     assert _end_problems(chaos_client, chaos_table, workload, offset=SKEW) == []
+
+
+def test_the_free_slot_metric_on_a_made_up_log() -> None:
+    """The metric alone, on logs whose answer is known: a killed holder's lease counts until
+    its end, a killed waiter waits until its kill, a timed-out one until its timeout."""
+    a = [_ev("try", 0, "a"), _ev("in", 0, "a", end=10), _ev("out", 5, "a")]
+    b = [_ev("try", 1, "b"), _ev("in", 1, "b", end=4), {"ev": "killed", "t": 4.5}]
+    c = [_ev("try", 2, "c"), _ev("in", 6, "c", end=20), _ev("out", 9, "c")]
+    d = [_ev("try", 3, "d"), {"ev": "killed", "t": 3.5}]
+    e = [_ev("try", 7, "e"), _ev("timeout", 8, "e")]
+    verdict = judge([a, b, c, d, e], limit=2)
+    # From b's lease end (4) until c gets in (6); e's wait (7 to 8) is shorter.
+    assert verdict.free_while_waiting == {"k": (4, 6)}
+    assert verdict.longest_free_slot == 2 and verdict.longest_wait == 4
+    assert judge([a, b, c, d, e]).free_while_waiting == {}  # no limit, no metric
+
+
+def _ev(kind: str, t: float, holder: str, **fields: Any) -> dict[str, Any]:
+    return {"ev": kind, "t": t, "k": "k", "h": holder, **fields}
+
+
+@pytest.mark.parametrize("blind", [False, True], ids=["queue-serves-itself", "control-blind"])
+def test_after_kills_only_queued_waiters_bring_dead_slots_back(
+    chaos_db: RestartableDynamoDB,
+    chaos_client: Any,
+    chaos_table: str,
+    logs: Path,
+    blind: bool,
+) -> None:
+    """Limit 2, leases of 3 s, margin 1 s; every worker waits in the queue, two holders and
+    two waiters are SIGKILLed; no poller, no newcomer that reconciles, no replay, no reaper.
+    The observer's longest stretch with someone waiting and a slot free must stay within the
+    bound. The control (check-ins that do not look at the key) must miss it: its queue loses
+    the dead slots for good, and its waits give up at their deadline."""
+    plan = queue_liveness_plan(4, blind=blind, seed=3)
+    workload = plan.workload
+    bound = free_slot_bound(workload) + FREE_SLOT_SLACK
+    label = "queue only, blind waiters" if blind else "queue only"
+    report = _run(plan, chaos_db, chaos_table, logs, label)
+    print(f"{label}: longest free slot {report.longest_free_slot:.2f} s vs bound {bound:.2f} s")
+    assert report.errors == []
+    assert report.peak <= workload.limit
+    if blind:
+        assert report.longest_free_slot > bound, "the metric missed slots lost for good"
+        assert report.timeouts > 0  # the stuck queue gave up at its deadline: the run ended
+        return
+    # The run did what it says: holders and waiters died, and the slots they cost showed.
+    assert report.kills == 4
+    assert report.killed_holding >= 1 and report.killed_waiting >= 1
+    assert report.refused > 0, "nobody ever waited"
+    assert report.timeouts == 0
+    assert report.longest_free_slot > workload.clock_skew_seconds, "no dead slot was seen"
+    assert report.longest_free_slot <= bound
+    assert report.peak == workload.limit
+    assert _end_problems(chaos_client, chaos_table, workload) == []
 
 
 def test_a_stale_owner_never_frees_a_newer_lease_of_its_holder_id(

@@ -7,10 +7,16 @@ then, and releases with its token. It may be told to SIGKILL itself right after 
 back, inside the critical section. A replay is a fresh process that takes over the holders of
 a dead worker, as a durable branch's next invocation would: the same holder id, which must
 find its own live lease (the same token) and release it.
+
+For the liveness scenario a worker can join the queue before trying for a slot (so it never
+reconciles as a refused newcomer does: only queued waiters' check-ins can bring a dead slot
+back), give up a wait after a deadline, and, as the control, check in without looking at the
+key (``blind_waiters``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -25,6 +31,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from durable_semaphore import ContentionError, DynamoDBSemaphore, Lease
+from durable_semaphore import store as store_module
 from durable_semaphore.store import AcquireResult, default_client_config
 from tests.chaos.faults import FaultInjector, FaultRates
 from tests.chaos.observer import EventLog
@@ -60,6 +67,15 @@ class Workload:
     renew_share: float = 0.1
     queue_ttl_seconds: float = 60.0
     broken: bool = False
+    #: Every cycle joins the queue before trying for a slot (``acquire(queue_first=True)``):
+    #: no arrival reconciles, so a dead slot comes back only through queued waiters.
+    join_first: bool = False
+    #: The control of the liveness scenario: check-ins leave out the key check (the
+    #: behaviour before waiters served the queue), so nothing but a newcomer frees a dead slot.
+    blind_waiters: bool = False
+    #: A wait longer than this (seconds) gives up: logged as "timeout", the worker leaves
+    #: the queue and stops, so a control whose queue is stuck still ends.
+    wait_deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +102,8 @@ class WorkerSpec:
     kill_at_cycle: int | None = None
     #: Set for a replay process: the dead worker's holders, taken over one by one.
     replay: tuple[ReplayJob, ...] = ()
+    #: No cycle starts after this ``time.monotonic()`` (one clock for every process here).
+    stop_at: float | None = None
 
 
 class CanaryStore(UnconditionalStore):
@@ -113,6 +131,24 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, BotoCoreError | ContentionError)
 
 
+def _blind_check_ins() -> None:
+    """Make this process's check-ins leave out the key check (see tests/chaos/test_liveness).
+
+    The store calls the module-level ``touch_ops``, so wrapping it there reaches the store
+    of this worker process (and only it: each worker is a process of its own).
+    """
+    original = store_module.touch_ops
+    if getattr(original, "__wrapped__", None) is not None:
+        return
+
+    @functools.wraps(original)
+    def check_in_only(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        kwargs["reclaim_cutoff"] = None
+        return original(*args, **kwargs)
+
+    store_module.touch_ops = check_in_only
+
+
 def build_store(spec: WorkerSpec, log: EventLog) -> DynamoDBSemaphore:
     client = boto3.client(
         "dynamodb",
@@ -127,6 +163,8 @@ def build_store(spec: WorkerSpec, log: EventLog) -> DynamoDBSemaphore:
         FaultInjector(client, rates, seed=spec.seed, on_fault=lambda k: log.write("f", kind=k))
     offset = spec.clock_offset
     clock: Callable[[], float] = (lambda: time.time() + offset) if offset else time.time
+    if spec.workload.blind_waiters:
+        _blind_check_ins()
     store_cls = CanaryStore if spec.workload.broken else DynamoDBSemaphore
     return store_cls(
         table_name=spec.table,
@@ -157,11 +195,17 @@ class _Worker:
                 self.log.write("x", op=call.__name__, err=type(err).__name__)
                 time.sleep(self.rng.uniform(0.02, 0.1))
 
-    def take(self, key: str, holder: str, queue: bool) -> tuple[Lease, int]:
-        """A lease for ``holder``, by polling or by waiting in the queue; and the refusals."""
+    def take(self, key: str, holder: str, queue: bool) -> tuple[Lease | None, int]:
+        """A lease for ``holder``, by polling or by waiting in the queue; and the refusals.
+
+        None when the workload's wait deadline passed first."""
         position: int | None = None
         refused = 0
+        deadline = self.w.wait_deadline
+        give_up = None if deadline is None else time.monotonic() + deadline
         while True:
+            if give_up is not None and refused and time.monotonic() >= give_up:
+                return None, refused
             if queue or refused >= MAX_POLLS:
                 queue = True
                 result, _ = self._retrying(
@@ -172,6 +216,7 @@ class _Worker:
                     self.w.ttl_seconds,
                     position=position,
                     queue_ttl_seconds=self.w.queue_ttl_seconds,
+                    queue_first=self.w.join_first and position is None,
                 )
                 if result.lease is not None:
                     return result.lease, refused
@@ -221,12 +266,24 @@ class _Worker:
         )
         self.log.write("rel", h=lease.holder, ok=released, retried=retried)
 
+    def give_up(self, key: str, holder: str) -> None:
+        """Past the wait deadline: say so, and leave the queue (or hand on a slot granted
+        meanwhile: a release without token frees whatever the holder id has)."""
+        self.log.write("timeout", k=key, h=holder)
+        released, _ = self._retrying(self.sem.release, key, holder)
+        self.log.write("left", h=holder, ok=released)
+
     def cycles(self) -> None:
         for cycle in range(self.spec.cycles):
+            if self.spec.stop_at is not None and time.monotonic() >= self.spec.stop_at:
+                return
             key = self.rng.choice(self.w.keys)
             holder = f"{self.spec.worker_id}-{cycle}"
             self.log.write("try", k=key, h=holder)
             lease, refused = self.take(key, holder, self.rng.random() < self.w.queue_share)
+            if lease is None:
+                self.give_up(key, holder)
+                return
             self.enter(lease, refused)
             if cycle == self.spec.kill_at_cycle:
                 self.log.write("kill", h=holder)
@@ -237,6 +294,9 @@ class _Worker:
     def replays(self) -> None:
         for job in self.spec.replay:
             lease, refused = self.take(job.key, job.holder, queue=True)
+            if lease is None:
+                self.give_up(job.key, job.holder)
+                return
             # Still live when the re-acquire returned (so at every step of it, on our clock):
             # then it found the dead worker's lease and must return it as it was.
             live = job.expires_at is not None and self.sem.now() < job.expires_at
