@@ -84,6 +84,24 @@ def test_acquire_on_a_number_sort_key_fails_after_one_request_not_51(
     assert items(ddb_client, number_sk.table_name) == []
 
 
+def test_a_hold_on_a_wrong_table_raises_the_schema_error_at_once_and_quietly(
+    ddb_client: Any, number_sk: DynamoDBSemaphore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not "no slot within 2 s" after 10 s of retries, and no warning about leaving a queue
+    that was never joined."""
+    limiter = DynamoDBLimiter("api", 1, semaphore=number_sk, waker=None)
+    with (
+        caplog.at_level(logging.WARNING),
+        count_requests(ddb_client) as sent,
+        pytest.raises(TableSchemaError),
+        limiter.hold(timeout=2),
+    ):
+        pass
+    assert sent == {"TransactWriteItems": 1, "DescribeTable": 1}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert items(ddb_client, number_sk.table_name) == []
+
+
 def test_every_request_on_a_table_keyed_by_id_raises_the_schema_error(
     ddb_client: Any, id_only: DynamoDBSemaphore
 ) -> None:
