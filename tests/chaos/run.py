@@ -474,8 +474,10 @@ def _count(report: ChaosReport, ev: dict[str, Any]) -> None:
 #: and the head's claim at its next check-in; and the stretch can run into the other slot's
 #: ordinary hand-off, a chain of the same kind. On two busy cores DynamoDB Local answers a
 #: transaction in about 50 ms; an ordinary hand-off (one "out" to the next "in") took
-#: 0.15 s at the median and up to 0.8 s there.
-FREE_SLOT_SLACK = 1.0
+#: 0.15 s at the median and up to 0.8 s there; one CI run on a machine busy with other test
+#: runs measured 6.08 s against a 1 s slack (bound 6.03 s), hence 2 s. The control stays at
+#: 14 s and more.
+FREE_SLOT_SLACK = 2.0
 
 
 def free_slot_bound(workload: Workload) -> float:

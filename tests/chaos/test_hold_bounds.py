@@ -28,8 +28,9 @@ from durable_semaphore.store import default_client_config
 pytestmark = pytest.mark.chaos
 
 TIMEOUT = 2.0
-#: Scheduling slack on a loaded CI machine, on top of the documented bound.
-SLACK = 0.5
+#: Scheduling slack on a loaded CI machine, on top of the documented bound (measured: the
+#: hold ends 0.5 s inside the bound on an idle machine).
+SLACK = 1.0
 
 
 def _client(endpoint: str) -> Any:
