@@ -5,6 +5,7 @@
 
 from durable_semaphore.errors import (
     AcquireTimeoutError,
+    ConfigurationError,
     ContentionError,
     DurableSemaphoreError,
     InvalidArgumentError,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_TABLE_NAME",
     "DEFAULT_TTL_SECONDS",
     "AcquireTimeoutError",
+    "ConfigurationError",
     "ContentionError",
     "DurableSemaphoreError",
     "DynamoDBLimiter",

@@ -30,6 +30,21 @@ class InvalidArgumentError(DurableSemaphoreError, ValueError):
         super().__init__(f"invalid {name}={shown}: {reason}")
 
 
+class ConfigurationError(DurableSemaphoreError):
+    """The AWS configuration this process sees cannot make a DynamoDB client: no region, or a
+    malformed region or endpoint URL in the environment or the AWS config file.
+
+    Raised when the client is created, before any request, instead of botocore's
+    ``NoRegionError`` or ``ValueError`` (whose messages do not say what to set). ``setting``
+    names what is wrong (``"region"`` or ``"endpoint_url"``), so tooling can phrase its own
+    remedy (the CLI says ``--region``) without parsing the message.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting = setting
+        super().__init__(message)
+
+
 class TableNotFoundError(DurableSemaphoreError):
     """The lease table does not exist (or is not visible with these credentials and region)."""
 

@@ -225,7 +225,13 @@ class DynamoDBLimiter:
 
     @property
     def semaphore(self) -> DynamoDBSemaphore:
-        """The lease store, created on first use (creating a boto3 client costs tens of ms)."""
+        """The lease store, created on first use (creating a boto3 client costs tens of ms).
+
+        With no ``client``, a missing region or a malformed endpoint URL in the environment
+        raises :class:`~durable_semaphore.errors.ConfigurationError` here, at the first use,
+        rather than botocore's ``NoRegionError``; nothing is cached, so a fixed environment
+        works at the next use.
+        """
         if self._semaphore is None:
             with self._lock:
                 if self._semaphore is None:

@@ -52,7 +52,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from durable_semaphore.errors import DurableSemaphoreError
 from durable_semaphore.limiter import resolve_table_name
-from durable_semaphore.store import DynamoDBSemaphore, Grant, Lease, Waiter, default_client_config
+from durable_semaphore.store import (
+    DynamoDBSemaphore,
+    Grant,
+    Lease,
+    Waiter,
+    admin_client_config,
+    create_client,
+)
 from durable_semaphore.wake import (
     LambdaCallbackWaker,
     WakeOutcome,
@@ -537,11 +544,12 @@ def run_cli(args: argparse.Namespace) -> int:
         region = session.region_name or _LOCAL_REGION  # local backends ignore the region
     semaphore = DynamoDBSemaphore(
         resolve_table_name(args.table),
-        session.client(
-            "dynamodb",
+        # An admin command: fail within seconds on an unreachable endpoint, with our error.
+        create_client(
+            session=session,
             endpoint_url=args.endpoint_url,
             region_name=region,
-            config=default_client_config(),
+            config=admin_client_config(),
         ),
     )
     # The same region as the table: leases name executions of the table's region.

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import random
 import re
 import threading
@@ -52,6 +53,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -61,6 +63,8 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    InvalidRegionError,
+    NoRegionError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
@@ -68,6 +72,7 @@ from botocore.exceptions import (
 from durable_semaphore import observability
 from durable_semaphore.deadline import sleep as _budgeted_sleep
 from durable_semaphore.errors import (
+    ConfigurationError,
     ContentionError,
     DurableSemaphoreError,
     InvalidArgumentError,
@@ -220,6 +225,132 @@ def default_client_config() -> Config:
         connect_timeout=5,
         read_timeout=15,
     )
+
+
+def admin_client_config() -> Config:
+    """For commands a person waits on (the CLI): an unreachable endpoint fails in seconds.
+
+    The library's 10 attempts suit code that must ride out throttling and blips, but make a
+    dead port or a black-holed network look like a hang (9 to 21 s refused, about a minute
+    black-holed, in silence). Two attempts in all (botocore's ``max_attempts`` would count
+    retries only) with a 2 s connect timeout still ride out one reset; a throttled admin
+    command is simply rerun.
+    """
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": 2},
+        connect_timeout=2,
+        read_timeout=10,
+    )
+
+
+#: What a malformed endpoint URL is told; the example is what DynamoDB Local listens on.
+ENDPOINT_URL_HINT = "must be a URL like http://localhost:8000"
+
+
+def endpoint_url_problem(url: object) -> str | None:
+    """Why ``url`` cannot be a DynamoDB endpoint (None if it can): http(s), a host, a port.
+
+    Stricter than botocore, which rejects ``localhost:8000`` with a bare ``ValueError`` at
+    client creation but lets ``ftp://host`` or ``http://host:abc`` through to fail per request.
+    """
+    if not isinstance(url, str) or not url:
+        return ENDPOINT_URL_HINT
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        return ENDPOINT_URL_HINT
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+        return ENDPOINT_URL_HINT
+    return None
+
+
+def _configured_endpoint_source(url: str) -> str:
+    """Where boto3 found an endpoint URL nobody passed (its precedence order)."""
+    for var in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
+        if os.environ.get(var) == url:
+            return f"${var}"
+    return "the AWS config file (endpoint_url)"
+
+
+_NO_REGION = (
+    "no AWS region configured for DynamoDB; set AWS_REGION or AWS_DEFAULT_REGION (or region in "
+    "the AWS config file), or pass region_name"
+)
+
+
+def create_client(
+    *,
+    endpoint_url: str | None = None,
+    region_name: str | None = None,
+    config: Config | None = None,
+    session: boto3.session.Session | None = None,
+    **kwargs: Any,
+) -> DynamoDBClient:
+    """A DynamoDB client, or our error instead of botocore's for what makes one impossible.
+
+    botocore raises ``NoRegionError`` or a bare ``ValueError("Invalid endpoint")`` here, which
+    name no remedy (and end the CLI in a traceback). A bad ``endpoint_url``/``region_name``
+    argument raises :class:`InvalidArgumentError`; a missing or bad region or endpoint from the
+    environment or config file, :class:`ConfigurationError`. Nothing is sent to DynamoDB.
+
+    botocore reads ``AWS_DEFAULT_REGION`` but not ``AWS_REGION``, which the other AWS SDKs and
+    the Lambda runtime set; when nothing else names a region, ``AWS_REGION`` is used, so the
+    variable our error names works.
+    """
+    if endpoint_url is not None and (problem := endpoint_url_problem(endpoint_url)):
+        raise InvalidArgumentError("endpoint_url", endpoint_url, problem)
+    if region_name is not None and not region_name.strip():
+        raise InvalidArgumentError("region_name", region_name, "must not be empty")
+    if session is None:  # what boto3.client() uses
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        session = boto3.DEFAULT_SESSION
+        assert session is not None
+    region_from_env = False
+    if region_name is None and not session.region_name:
+        region_name = os.environ.get("AWS_REGION", "").strip() or None
+        region_from_env = region_name is not None
+        if region_name is None and session.region_name == "":
+            # botocore would build the endpoint "dynamodb..amazonaws.com" and call it invalid.
+            raise ConfigurationError("region", f"{_NO_REGION} (the configured region is empty)")
+    try:
+        client = session.client(
+            "dynamodb",
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            config=config if config is not None else default_client_config(),
+            **kwargs,
+        )
+    except NoRegionError:
+        raise ConfigurationError("region", _NO_REGION) from None
+    except InvalidRegionError as exc:
+        if region_name is not None and not region_from_env:
+            raise InvalidArgumentError("region_name", region_name, str(exc)) from None
+        raise ConfigurationError(
+            "region",
+            f"the configured AWS region is malformed: {exc}; fix AWS_REGION or "
+            "AWS_DEFAULT_REGION (or region in the AWS config file)",
+        ) from None
+    except ValueError as exc:
+        if not str(exc).startswith("Invalid endpoint"):
+            raise
+        if endpoint_url is not None:  # one botocore refuses that passed our check
+            raise InvalidArgumentError("endpoint_url", endpoint_url, ENDPOINT_URL_HINT) from None
+        url = str(exc).partition(": ")[2]
+        raise ConfigurationError(
+            "endpoint_url",
+            f"the DynamoDB endpoint {url!r} from {_configured_endpoint_source(url)} "
+            f"{ENDPOINT_URL_HINT}; fix or unset it",
+        ) from None
+    configured = client.meta.endpoint_url
+    if endpoint_url is None and (problem := endpoint_url_problem(configured)):
+        raise ConfigurationError(
+            "endpoint_url",
+            f"the DynamoDB endpoint {configured!r} from "
+            f"{_configured_endpoint_source(configured)} {problem}; fix or unset it",
+        )
+    return client
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -1008,12 +1139,8 @@ class DynamoDBSemaphore:
         self.clock_skew_seconds = validate_clock_skew(clock_skew_seconds)
         self.table_name = table_name
         if client is None:
-            client = boto3.client(
-                "dynamodb",
-                endpoint_url=endpoint_url,
-                region_name=region_name,
-                config=default_client_config(),
-            )
+            # Our errors, not botocore's, for no region or a malformed endpoint URL.
+            client = create_client(endpoint_url=endpoint_url, region_name=region_name)
         self.client: DynamoDBClient = client
         self._clock = clock
         self._seq_lock = threading.Lock()
