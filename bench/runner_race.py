@@ -24,7 +24,7 @@ from aws_durable_execution_sdk_python import DurableContext, durable_execution
 from aws_durable_execution_sdk_python.config import Duration, MapConfig
 from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
-# The same text as durable_semaphore.demo.RUNNER_RACE_MESSAGE, repeated on purpose: importing
+# The same text as durable_semaphore.demo.quiet.RUNNER_RACE_MESSAGE, repeated on purpose: importing
 # durable_semaphore installs its map hook, and this script must run the bare SDK.
 RACE = "Cannot return PENDING status with no pending operations"
 

@@ -6,7 +6,7 @@ round trip, and succeeds on attempt ``--attempts``; 1 s between attempts), then 
 branches suspend at staggered times, so timed resumes come due while other branches still run:
 testing 1.2.1 cannot complete them during an invocation, and the map spins or a checkpoint is
 refused (docs/benchmarks.md, "SDK 1.7 / testing 1.2.1"). ``--workaround`` applies the demo's
-fix (:func:`durable_semaphore.demo_runner.complete_timers_like_the_service`); without it no
+fix (:func:`durable_semaphore.demo.local_runner.complete_timers_like_the_service`); without it no
 durable_semaphore module is imported, so the runs are the bare SDK's.
 
     .venv-sdk1/bin/python bench/runner_timers.py --runs 3
@@ -81,7 +81,7 @@ def one_run(args: argparse.Namespace, report: Any) -> None:
         handler=make_handler(args.items, args.check_ms / 1000, args.attempts)
     ) as runner:
         if args.workaround:
-            from durable_semaphore.demo_runner import complete_timers_like_the_service
+            from durable_semaphore.demo.local_runner import complete_timers_like_the_service
 
             complete_timers_like_the_service(runner)
         arn = runner.run_async(input="{}", timeout=int(args.deadline))

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from durable_semaphore.embedded import endpoint_answers, free_port
+from durable_semaphore.demo.embedded import endpoint_answers, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("DYNAMODB_LOCAL_CACHE", ROOT / ".cache" / "dynamodb-local"))

@@ -29,7 +29,7 @@ from durable_semaphore import (
     DynamoDBSemaphore,
     InvalidArgumentError,
 )
-from durable_semaphore.demo import peak_overlap
+from durable_semaphore.demo.observer import peak_overlap
 from durable_semaphore.hold import HOLD_SIGNAL_SCOPE, Hold
 from durable_semaphore.store import AcquireResult, Grant
 from durable_semaphore.wake import LocalSignals

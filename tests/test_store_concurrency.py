@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from durable_semaphore import DynamoDBSemaphore, Lease
-from durable_semaphore.demo import overlap_steps
+from durable_semaphore.demo.observer import overlap_steps
 from tests.conftest import local_dynamodb_client
 
 PROCESSES = 8

@@ -530,8 +530,9 @@ def test_example_function_runs_the_seed_scenario(
     from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
     from durable_semaphore import limiter as limiter_module
-    from durable_semaphore.demo import all_operations, local_lambda_endpoint
-    from durable_semaphore.embedded import free_port
+    from durable_semaphore.demo.embedded import free_port
+    from durable_semaphore.demo.lambda_endpoint import local_lambda_endpoint
+    from durable_semaphore.demo.observer import all_operations
     from durable_semaphore.sdk import WAIT_OPERATION_NAME
     from tests.sdk.observe import peak_of
 

@@ -1,19 +1,30 @@
-"""The ``durable-semaphore`` command line: the demo and the lease table's admin commands.
+"""The durable-semaphore command line: the demo and the lease table's admin commands.
 
 Exit codes (the same for every command, so scripts can branch on them):
 
-  0  success
-  1  the command ran but the answer is "no": the demo saw more in flight than the limit or
-     left leases or waiters behind; ``release`` found no live lease or queue entry; ``reap``
-     could not judge some leases
-  2  bad arguments (usage errors, or a value the library refuses)
-  3  the lease table does not exist (create it with ``durable-semaphore create-table``)
-  4  no AWS credentials or no region configured
-  5  another AWS or DynamoDB error (throttling, access denied, endpoint unreachable, a
-     request DynamoDB refused as invalid on a table whose key is right, ...)
-  6  a local prerequisite is missing (the ``demo`` extra, or the embedded DynamoDB failed)
-  7  the table exists but is not a lease table (its key is not pk String HASH + sk String
-     RANGE); every command, ``reap`` and ``create-table`` included
+    0  success
+    1  the command ran but the answer is "no": the demo saw more in flight
+       than the limit or left leases or waiters behind; release found no live
+       lease or queue entry; reap could not judge some leases
+    2  bad arguments: usage errors, an --endpoint-url that is not a URL like
+       http://localhost:8000, or a value the library refuses (a key, holder
+       or table name, ...)
+    3  the lease table does not exist (create it with: durable-semaphore
+       create-table)
+    4  no AWS credentials or no region configured, or a malformed region or
+       endpoint URL in the environment (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB,
+       AWS_ENDPOINT_URL, ...) or in the AWS config file
+    5  another AWS or DynamoDB error (throttling, access denied, no answer in
+       time, a request DynamoDB refused as invalid on a table whose key is
+       right, ...)
+    6  a local prerequisite is missing (the demo extra, or the embedded
+       DynamoDB failed)
+    7  the table exists but is not a lease table (its key is not pk String
+       HASH + sk String RANGE); every command, reap and create-table included
+    8  DynamoDB could not be reached: connection refused, unknown host, or no
+       connection within the connect timeout (status, release and
+       create-table give up after 2 attempts of 2 s each)
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -21,22 +32,26 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import logging
+import re
 import sys
-import time
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
 )
 
 from durable_semaphore.errors import (
+    ConfigurationError,
     DurableSemaphoreError,
     InvalidArgumentError,
     TableNotFoundError,
@@ -48,7 +63,9 @@ from durable_semaphore.store import (
     DynamoDBSemaphore,
     Lease,
     Waiter,
-    default_client_config,
+    admin_client_config,
+    create_client,
+    endpoint_url_problem,
 )
 
 EXIT_OK = 0
@@ -60,6 +77,10 @@ EXIT_AWS_ERROR = 5
 EXIT_PREREQUISITE = 6
 #: Not EXIT_TABLE_MISSING: its remedy (create-table) would fail on this table, which exists.
 EXIT_TABLE_INVALID = 7
+#: Not EXIT_AWS_ERROR: nothing answered, so the remedy is the endpoint, network or local
+#: server, never the request; a script may wait and retry.
+EXIT_UNREACHABLE = 8
+EXIT_INTERRUPTED = 130
 
 #: The region used with ``--endpoint-url`` when none is configured: local backends ignore it.
 LOCAL_REGION = "us-east-1"
@@ -111,7 +132,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help=f"lease table (default: ${TABLE_ENV_VAR}, else 'durable-semaphore')",
     )
     parser.add_argument(
-        "--endpoint-url", default=None, help="DynamoDB endpoint, e.g. a local DynamoDB"
+        "--endpoint-url",
+        default=None,
+        help="DynamoDB endpoint URL, e.g. http://localhost:8000 for a DynamoDB Local",
     )
     parser.add_argument(
         "--region",
@@ -121,12 +144,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def semaphore_from_args(
-    args: argparse.Namespace, *, dummy_credentials: bool = False
+    args: argparse.Namespace, *, dummy_credentials: bool = False, config: Config | None = None
 ) -> DynamoDBSemaphore:
     """A semaphore on ``--table`` with a client for ``--endpoint-url``/``--region``.
 
     Real credentials are never invented: only the embedded DynamoDB (a process we started) gets
     dummy ones, so a misconfigured shell fails with exit code 4 instead of silently working.
+    By default the client gives up quickly (:func:`admin_client_config`): a person is waiting.
+    A workload that must ride out throttling (the demo) passes ``default_client_config()``.
     """
     import boto3
 
@@ -138,11 +163,11 @@ def semaphore_from_args(
     kwargs: dict[str, Any] = {}
     if dummy_credentials:
         kwargs = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-    client = session.client(
-        "dynamodb",
+    client = create_client(
+        session=session,
         endpoint_url=args.endpoint_url,
         region_name=region,
-        config=default_client_config(),
+        config=config if config is not None else admin_client_config(),
         **kwargs,
     )
     return DynamoDBSemaphore(resolve_table_name(args.table), client=client)
@@ -165,7 +190,9 @@ def _status(args: argparse.Namespace) -> int:
     stored counters (which may include expired leases and dead waiters not yet cleared).
 
     Dead queue entries are listed (``expired``) because they still occupy their place until a
-    release drops them; ``waiting`` counts only the live ones.
+    release drops them; ``waiting`` counts only the live ones. A waiter's place is shown as how
+    many entries are ahead of it (and how many of those are live), not its sequence number:
+    sequence numbers order the queue but count arrivals, so they say nothing about the wait.
     """
     sem = semaphore_from_args(args)
     now = sem.now()
@@ -201,8 +228,8 @@ def _status(args: argparse.Namespace) -> int:
                         for lease in leases
                     ],
                     "waiters": [
-                        _waiter_json(position, waiter, markers.get(waiter.holder), now)
-                        for position, waiter in enumerate(queue, start=1)
+                        _waiter_json(queue, ahead, markers.get(waiter.holder), now)
+                        for ahead, waiter in enumerate(queue)
                     ],
                 },
                 indent=2,
@@ -216,7 +243,7 @@ def _status(args: argparse.Namespace) -> int:
     if count.count != len(leases):
         print(
             f"  counter says {count.count}: {count.count - len(leases)} expired lease(s) not "
-            "reclaimed yet (the next full acquire or `durable-semaphore reap` reclaims them)"
+            "reclaimed yet (the next full acquire, or durable-semaphore reap, reclaims them)"
         )
     if count.waiters != len(queue):
         print(f"  counter says {count.waiters} waiting: the next release or acquire repairs it")
@@ -227,9 +254,10 @@ def _status(args: argparse.Namespace) -> int:
         print(f"    expires  {_iso(lease.expires_at)} (in {_duration(lease.expires_at - now)})")
         print(f"    acquired {_iso(lease.acquired_at)}")
         print(f"    execution {lease.execution_arn or '-'}")
-    for position, waiter in enumerate(queue, start=1):
+    for ahead, waiter in enumerate(queue):
         marker = markers.get(waiter.holder)
-        print(f"  waiter {position:<3} {waiter.holder}")
+        print(f"  waiter     {waiter.holder}")
+        print(f"    ahead    {_ahead(queue, ahead, now)}")
         if marker is not None:
             queued_for = _duration(now - marker.acquired_at)
             print(f"    queued   {_iso(marker.acquired_at)} ({queued_for} ago)")
@@ -243,12 +271,24 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _waiter_json(position: int, waiter: Waiter, marker: Lease | None, now: float) -> dict[str, Any]:
-    """One queue entry for ``status --json``; ``queued_*`` are None when its marker is gone."""
+def _ahead(queue: Sequence[Waiter], ahead: int, now: float) -> str:
+    """``N ahead`` for the text output; the live count only when dead entries are among them."""
+    live = sum(1 for w in queue[:ahead] if w.is_live(now))
+    if live == ahead:
+        return f"{ahead} ahead"
+    return f"{ahead} ahead ({live} live; the expired are dropped when reached)"
+
+
+def _waiter_json(
+    queue: Sequence[Waiter], ahead: int, marker: Lease | None, now: float
+) -> dict[str, Any]:
+    """The queue entry ``queue[ahead]`` for ``status --json``; ``queued_*`` are None when its
+    marker is gone. ``ahead`` counts the entries before it, ``live_ahead`` the live ones."""
+    waiter = queue[ahead]
     return {
-        "position": position,
         "holder": waiter.holder,
-        "seq": waiter.seq,
+        "ahead": ahead,
+        "live_ahead": sum(1 for w in queue[:ahead] if w.is_live(now)),
         "queued_at": _iso(marker.acquired_at) if marker is not None else None,
         "queued_seconds": max(0, int(now - marker.acquired_at)) if marker is not None else None,
         "expires_at": _iso(waiter.expires_at),
@@ -273,7 +313,7 @@ def _duration(seconds: float) -> str:
 
 def _add_release(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key", help="the semaphore key")
-    parser.add_argument("holder", help="the holder id (see `durable-semaphore status KEY`)")
+    parser.add_argument("holder", help="the holder id (see: durable-semaphore status KEY)")
     parser.epilog = (
         "A holder that waits in the queue leaves it (exit 0). A released slot goes to the "
         "oldest waiter, who finds it at its next check. Exit 1 when the holder neither holds a "
@@ -335,6 +375,8 @@ def _reap(args: argparse.Namespace) -> int:
 
 
 # -- demo --------------------------------------------------------------------------------------
+# The command bodies live in durable_semaphore.demo.command, imported inside the commands: the
+# CLI works without the demo extra, and importing durable_semaphore never imports the demo.
 
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
@@ -342,8 +384,8 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
         "--items",
         type=int,
         default=None,
-        help="items per map (default 100; 30 where the testing library cannot skip durable "
-        "time, as testing 1.2.1 with SDK 1.7 and 2.0)",
+        help="items per map (default: 30 branches in all on the real clock, so 10 per "
+        "execution with 3 executions and 30 with one; 100 in all on the skip clock)",
     )
     parser.add_argument(
         "--max-concurrency",
@@ -354,19 +396,28 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--executions",
         type=int,
-        default=1,
-        help="run K executions at once that share one named limiter (default 1)",
+        default=None,
+        help="run K executions at once that share one named limiter (default: 3 on SDK >= 2, "
+        "which bounds one map itself; 1 on SDK 1.x)",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
-        "--no-limiter",
-        action="store_true",
-        help="run the bare SDK (no DynamoDB limiter) for comparison",
-    )
-    which.add_argument(
         "--compare",
         action="store_true",
-        help="run the bare SDK, then the limiter, and print both (peak, makespan, requests)",
+        help="run the bare SDK, then the limiter, and print both (the default)",
+    )
+    which.add_argument("--no-limiter", action="store_true", help="run only the bare SDK")
+    which.add_argument("--limiter-only", action="store_true", help="run only the limiter")
+    parser.add_argument(
+        "--clock",
+        choices=("real", "skip"),
+        default=None,
+        help="real (default): durable waits take real seconds, so the makespan is the one a "
+        "deployment sees; skip: the runner skips them, faster, but hand-offs then inflate the "
+        "limiter's makespan (testing 1.2.1 has only the real clock)",
+    )
+    parser.add_argument(  # the option before --clock existed
+        "--real-time", dest="clock", action="store_const", const="real", help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--max-backoff",
@@ -384,12 +435,6 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
         "runner; a demo-only setting, named in the summary)",
     )
     parser.add_argument(
-        "--real-time",
-        action="store_true",
-        help="run durable waits in real time instead of skipping them (slower, and the "
-        "makespan production would see; see docs/demo.md)",
-    )
-    parser.add_argument(
         "--polling",
         action="store_true",
         help="executions sharing a limit poll instead of being woken by callbacks (control)",
@@ -401,161 +446,54 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-png", action="store_true", help="do not draw the timeline")
 
 
-class _ProgressLine:
-    """The live progress line on stderr: rewritten in place on a terminal, else every few s."""
-
-    def __init__(self, stream: Any = None, every: float = 5.0) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = every
-        self._last = 0.0
-        self._line = ""
-        self._shown = False
-
-    def __call__(self, progress: Any) -> None:
-        from durable_semaphore.demo import format_progress
-
-        line = format_progress(progress)
-        if self.tty:
-            self.stream.write("\r" + line.ljust(70))
-            self._shown = True
-        else:
-            now = time.monotonic()
-            finished = progress.done >= progress.total
-            if line == self._line or (now - self._last < self.every and not finished):
-                return
-            self._last, self._line = now, line
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _demo(args: argparse.Namespace) -> int:
-    """Run the seed scenario and judge it from the execution histories."""
+    """Run the demo and judge it from the execution histories (durable_semaphore.demo)."""
     try:
-        import aws_durable_execution_sdk_python_testing  # noqa: F401
-
-        from durable_semaphore import demo_runner
-        from durable_semaphore.demo import (
-            REAL_CLOCK_ITEMS,
-            DemoConfig,
-            DemoResult,
-            PlottingUnavailableError,
-            format_adds,
-            format_comparison,
-            format_summary,
-            limiter_adds,
-            run_compare,
-            run_demo,
-            save_timeline,
-        )
+        from durable_semaphore.demo import DemoPrerequisiteError
+        from durable_semaphore.demo.command import run_demo_command
     except ImportError as exc:
         raise PrerequisiteError(
             f"the demo needs the 'demo' extra ({exc}); "
             "install it with: pip install 'durable-semaphore[demo]'"
         ) from exc
+    try:
+        return run_demo_command(args, semaphore_from_args)
+    except DemoPrerequisiteError as exc:
+        raise PrerequisiteError(str(exc)) from exc
 
-    features = demo_runner.detect()
-    # testing 1.2.1 stops its loop with timers still pending; asyncio reports each one when the
-    # process exits. They are the runner's leftovers after the verdict, not news for the user.
-    asyncio_logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, demo_runner.PendingTaskFilter) for f in asyncio_logger.filters):
-        asyncio_logger.addFilter(demo_runner.PendingTaskFilter())
-    items = args.items
-    if items is None:
-        items = 100 if features.skip_time else REAL_CLOCK_ITEMS
-    if not features.skip_time:
-        _, testing = demo_runner.installed_versions()
-        print(
-            f"note: testing library {testing} cannot skip durable time, so the demo runs on the "
-            f"real clock ({items} items)",
-            file=sys.stderr,
-        )
-    config = DemoConfig(
-        items=items,
-        max_concurrency=args.max_concurrency,
-        executions=args.executions,
-        use_limiter=not args.no_limiter,
-        max_backoff_seconds=args.max_backoff,
-        wake_timeout_seconds=args.wake_timeout,
-        hand_off=not args.polling,
-        real_time=args.real_time,
+
+def _add_local_dynamodb(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="loopback port to listen on (default 8000, DynamoDB Local's; 0 picks a free one)",
     )
 
-    def run(sem: DynamoDBSemaphore, *, create: bool) -> Any:
-        if create:
-            sem.create_table()
-        else:
-            sem.slot_count("durable-semaphore-demo-probe")  # TableNotFoundError if missing
-        progress = _ProgressLine()
-        try:
-            if args.compare:
-                return run_compare(config, sem, on_progress=progress)
-            return None, run_demo(config, sem, on_progress=progress)
-        finally:
-            progress.close()
 
-    bare: DemoResult | None
-    local = args.endpoint_url is not None
-    if local or args.table is not None:
-        # A real table: create it on a local endpoint (disposable); on AWS it must exist.
-        bare, result = run(semaphore_from_args(args), create=local)
-        where = args.endpoint_url or "AWS"
-    else:
-        from durable_semaphore.embedded import EmbeddedDynamoDBError, embedded_dynamodb
-
-        try:
-            with embedded_dynamodb() as endpoint:
-                args.endpoint_url = endpoint
-                bare, result = run(semaphore_from_args(args, dummy_credentials=True), create=True)
-        except EmbeddedDynamoDBError as exc:
-            raise PrerequisiteError(str(exc)) from exc
-        where = "embedded ministack"
-
-    png: str | None = None
-    if not args.no_png:
-        try:
-            png = save_timeline(result, args.png, bare=bare)
-        except PlottingUnavailableError as exc:
-            print(f"note: {exc}", file=sys.stderr)
-    ok = result.ok and (bare is None or bare.succeeded)
-    if args.json:
-        out = result.to_json()
-        out["png"] = png
-        out["backend"] = where
-        out["limiter_adds"] = limiter_adds(result, bare)
-        if bare is not None:
-            out["bare"] = bare.to_json()
-            out["ok"] = ok
-        print(json.dumps(out))
-    else:
-        print(format_summary(result, adds=False))
-        print(f"  backend             {where}")
-        if png:
-            print(f"  timeline            {png}")
-        if bare is not None:
-            print(format_comparison(bare, result))
-        print(format_adds(result, bare))
-        if result.peak_in_flight > result.limit:
-            print(f"FAIL: peak in flight {result.peak_in_flight} > limit {result.limit}")
-        if result.leases_left:
-            print(f"FAIL: {result.leases_left} lease(s) left in the table")
-        if result.waiters_left:
-            print(f"FAIL: {result.waiters_left} waiter(s) left in the table")
-        if bare is not None and not bare.succeeded:
-            print("FAIL: the bare run did not succeed, so there is nothing to compare with")
-    return EXIT_OK if ok else EXIT_NO
+def _local_dynamodb(args: argparse.Namespace) -> int:
+    """Serve the demo's embedded DynamoDB (ministack) on loopback until Ctrl-C."""
+    try:
+        from durable_semaphore.demo import DemoPrerequisiteError
+        from durable_semaphore.demo.command import run_local_dynamodb
+    except ImportError as exc:
+        raise PrerequisiteError(
+            f"local-dynamodb needs the 'demo' extra ({exc}); "
+            "install it with: pip install 'durable-semaphore[demo]'"
+        ) from exc
+    try:
+        return run_local_dynamodb(args)
+    except DemoPrerequisiteError as exc:
+        raise PrerequisiteError(str(exc)) from exc
 
 
 # -- entry point -------------------------------------------------------------------------------
 
 
 for _command in (
-    Subcommand("demo", "run the seed scenario and draw its timeline", _add_demo, _demo),
+    Subcommand(
+        "demo", "run the bare SDK, then the limiter, and draw both timelines", _add_demo, _demo
+    ),
     Subcommand(
         "status",
         "show a key's holders and waiters, their expiry and execution",
@@ -575,23 +513,54 @@ for _command in (
     Subcommand(
         "create-table", "create the lease table if missing", _add_create_table, _create_table
     ),
+    Subcommand(
+        "local-dynamodb",
+        "run a local DynamoDB (ministack, in memory) on loopback until Ctrl-C",
+        _add_local_dynamodb,
+        _local_dynamodb,
+        common=False,
+    ),
 ):
     register_subcommand(_command)
+
+
+#: The module docstring's exit-code table, shown verbatim by --help (so it is plain text).
+EXIT_CODES_HELP = __doc__.split("\n\n", 1)[1] if __doc__ else ""
+
+
+def _epilog(text: str | None) -> str:
+    """A subcommand's epilog, then the exit codes: a script author reads ``status --help``.
+
+    The raw formatter keeps the table's columns, so one-line paragraphs are wrapped here;
+    paragraphs with line breaks of their own are left as written.
+    """
+    paragraphs = [
+        p if "\n" in p.strip() else textwrap.fill(p.strip(), 78)
+        for p in (text or "").split("\n\n")
+        if p.strip()
+    ]
+    return "\n\n".join([*paragraphs, EXIT_CODES_HELP.rstrip()])
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durable-semaphore",
         description="A DynamoDB-backed semaphore for AWS durable functions.",
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in _REGISTRY.values():
-        child = sub.add_parser(command.name, help=command.help, description=command.help)
+        child = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         command.add_arguments(child)
         if command.common:
             _add_common(child)
+        child.epilog = _epilog(child.epilog)
         child.set_defaults(func=command.run)
     return parser
 
@@ -601,13 +570,52 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+#: Options that take an endpoint URL (``reap`` defines its own); checked before any client.
+_ENDPOINT_OPTIONS = (
+    ("endpoint_url", "--endpoint-url"),
+    ("lambda_endpoint_url", "--lambda-endpoint-url"),
+)
+
+
+def _bad_endpoint_option(args: argparse.Namespace) -> str | None:
+    """Our message for a malformed endpoint option: botocore's is a ValueError traceback."""
+    for attr, flag in _ENDPOINT_OPTIONS:
+        value = getattr(args, attr, None)
+        if value is not None and (problem := endpoint_url_problem(value)):
+            return f"{flag} {problem} (got {value!r})"
+    return None
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Our message when ``exc`` (or its cause) is a failure to connect at all, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, EndpointConnectionError | ConnectTimeoutError):
+            url = str(seen.kwargs.get("endpoint_url", "")).rstrip("/") or "its endpoint"
+            reason = "no connection within the connect timeout"
+            if isinstance(seen, EndpointConnectionError):
+                # Only the socket error of urllib3's long text, e.g. "Connection refused"
+                detail = str(seen.kwargs.get("error", ""))
+                found = re.search(r"\[Errno [^\]]*\] ([^)'\"]+)", detail)
+                reason = found.group(1).strip() if found else "connection failed"
+            return f"cannot reach DynamoDB at {url} ({reason})"
+        seen = seen.__cause__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, and turn known failures into a message and a distinct exit code."""
     args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    if (problem := _bad_endpoint_option(args)) is not None:
+        return _fail(EXIT_USAGE, problem)
+    local = getattr(args, "endpoint_url", None) is not None
     try:
         result: int = args.func(args)
     except InvalidArgumentError as exc:
         return _fail(EXIT_USAGE, str(exc))
+    except ConfigurationError as exc:
+        # The library's remedy names its argument; a CLI user has the option instead.
+        return _fail(EXIT_NO_CREDENTIALS, str(exc).replace("pass region_name", "pass --region"))
     except TableNotFoundError as exc:
         return _fail(EXIT_TABLE_MISSING, str(exc))
     except TableSchemaError as exc:
@@ -625,12 +633,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_PREREQUISITE, str(exc))
     except ClientError as exc:
         return _fail(EXIT_AWS_ERROR, str(exc))
-    except BotoCoreError as exc:
+    except (BotoCoreError, DurableSemaphoreError) as exc:
+        if (unreachable := _unreachable(exc)) is not None:
+            hint = (
+                "is DynamoDB Local running there? check --endpoint-url"
+                if local
+                else "check the network, proxy and --region, or pass --endpoint-url"
+            )
+            return _fail(EXIT_UNREACHABLE, f"{unreachable}; {hint}")
         return _fail(EXIT_AWS_ERROR, str(exc))
-    except DurableSemaphoreError as exc:
-        return _fail(EXIT_AWS_ERROR, str(exc))
+    except ValueError as exc:
+        # botocore's "Invalid endpoint" from a client this module did not build (the reaper's
+        # Lambda client reads AWS_ENDPOINT_URL too); anything else is a bug: let it show.
+        if not str(exc).startswith("Invalid endpoint"):
+            raise
+        return _fail(
+            EXIT_NO_CREDENTIALS,
+            f"{exc}: the configured endpoint URL (AWS_ENDPOINT_URL_DYNAMODB, "
+            "AWS_ENDPOINT_URL_LAMBDA, AWS_ENDPOINT_URL or the AWS config file) must be a URL "
+            "like http://localhost:8000",
+        )
     except KeyboardInterrupt:
-        return 130
+        print("durable-semaphore: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result
 
 

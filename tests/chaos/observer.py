@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from durable_semaphore.demo import overlap_steps, peak_overlap
+from durable_semaphore.demo.observer import overlap_steps, peak_overlap
 
 
 class EventLog:

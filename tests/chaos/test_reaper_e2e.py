@@ -20,8 +20,8 @@ from aws_durable_execution_sdk_python import DurableContext, durable_execution
 from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
 from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, MapConfig
-from durable_semaphore.demo import local_lambda_client, local_lambda_endpoint
-from durable_semaphore.embedded import free_port
+from durable_semaphore.demo.embedded import free_port
+from durable_semaphore.demo.lambda_endpoint import local_lambda_client, local_lambda_endpoint
 from durable_semaphore.reaper import Reaper
 
 pytestmark = pytest.mark.chaos

@@ -21,14 +21,11 @@ from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestR
 import durable_semaphore.branch as branch
 import durable_semaphore.sdk
 from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, MapConfig
-from durable_semaphore.demo import (
-    DemoConfig,
-    all_operations,
-    local_lambda_endpoint,
-    local_waker,
-    run_demo,
-)
-from durable_semaphore.embedded import free_port
+from durable_semaphore.demo.embedded import free_port
+from durable_semaphore.demo.lambda_endpoint import local_lambda_endpoint, local_waker
+from durable_semaphore.demo.observer import all_operations
+from durable_semaphore.demo.running import run_demo
+from durable_semaphore.demo.scenario import DemoConfig
 from durable_semaphore.sdk import WAIT_OPERATION_NAME
 from durable_semaphore.wake import WakeOutcome
 

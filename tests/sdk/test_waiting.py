@@ -32,8 +32,8 @@ from durable_semaphore import (
     _sdk_compat,
     observability,
 )
-from durable_semaphore.demo import local_lambda_endpoint, local_waker
-from durable_semaphore.embedded import free_port
+from durable_semaphore.demo.embedded import free_port
+from durable_semaphore.demo.lambda_endpoint import local_lambda_endpoint, local_waker
 from tests.sdk.observe import all_operations
 
 STEP = "work"

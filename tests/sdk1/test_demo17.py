@@ -6,7 +6,7 @@ bare SDK puts every branch that suspends in flight, so its peak must exceed the 
 control: the observer can see an overshoot); with the limiter the peak must not.
 
 15 items at limit 3 is a size that hung testing 1.2.1 before the demo's timer workaround
-(durable_semaphore.demo_runner): the waiting branches' polls came due while others still ran.
+(durable_semaphore.demo.local_runner): the waiting branches' polls came due while others ran.
 The run is isolated in a forked child with a deadline, as every 1.2.1 test here is, so a hang
 fails the test instead of pytest; a hang or a refused token is reported as a runner failure.
 """
@@ -19,7 +19,9 @@ import boto3
 import pytest
 
 from durable_semaphore import DynamoDBSemaphore
-from durable_semaphore.demo import DemoConfig, format_adds, format_comparison, run_compare
+from durable_semaphore.demo.report import format_adds, format_comparison
+from durable_semaphore.demo.running import run_compare
+from durable_semaphore.demo.scenario import DemoConfig, default_scenario
 from durable_semaphore.store import default_client_config
 from tests.sdk1.conftest import run_with_deadline
 
@@ -68,13 +70,23 @@ def test_demo_compare_bare_sdk_exceeds_the_limit_and_the_limiter_holds_it(
 
 
 def test_runner_features_are_detected_not_assumed() -> None:
-    from durable_semaphore.demo_runner import detect
+    from durable_semaphore.demo.local_runner import detect
 
     features = detect()
     assert features.skip_time is False  # testing 1.2.1 runs durable waits in real time
     assert features.invoke_registry is False
     assert features.timeout_arg == "timeout"
     assert features.needs_timer_workaround is True
+
+
+def test_the_default_demo_on_sdk17_is_the_seed_scenario_on_the_real_clock() -> None:
+    """On 1.7 one map is enough to show the limiter (bare: all 30 in flight), so `make demo`
+    runs one execution of 30 items, bare then limited, on the only clock there is."""
+    from durable_semaphore.demo.local_runner import detect, installed_versions
+
+    sdk, _ = installed_versions()
+    plan = default_scenario(sdk_version=sdk, can_skip_time=detect().skip_time)
+    assert (plan.executions, plan.items, plan.clock) == (1, 30, "real")
 
 
 @pytest.fixture(autouse=True)

@@ -53,6 +53,7 @@ __all__ = [
     "complete_timers_like_the_service",
     "detect",
     "installed_versions",
+    "sdk_limits_one_map",
 ]
 
 logger = logging.getLogger(__name__)
