@@ -13,19 +13,31 @@ PIP_FLAGS := --disable-pip-version-check -q
 # (pytest-timeout only covers the tests themselves, not interpreter shutdown.)
 SUITE_TIMEOUT := timeout --kill-after=30 900
 
-.PHONY: demo test venvs lint test-sdk3 test-sdk1 test-sdk2x test-sdk20 test-sdk21 validate-template bench bench-peer \
-	soak prereqs clean
+.PHONY: demo test venvs lint test-sdk3 test-chaos test-sdk1 test-sdk2x test-sdk20 test-sdk21 validate-template build \
+	bench bench-peer soak prereqs clean
 
+# The default run shows what the limiter adds on the installed SDK: the bare SDK, then the
+# limiter, on the real clock, 15 to 20 s (docs/demo.md). DEMO_ARGS passes options through.
 demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/durable-semaphore demo $(DEMO_ARGS)
 
+# pip is quiet (-q), so say what the silent 20 to 30 s are before they start.
 $(DEMO_VENV)/.installed: pyproject.toml
+	@echo "make demo: installing durable-semaphore and its demo extra (the durable execution SDK" \
+		"and its testing library, ministack, matplotlib) into $(DEMO_VENV); 20 to 30 s, once"
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(DEMO_VENV)/bin/pip install $(PIP_FLAGS) -e '.[demo]'
 	touch $@
 
-test: prereqs venvs lint test-sdk3 test-sdk1 test-sdk2x validate-template
+test: prereqs venvs lint
+	$(TEST_VENV)/bin/python infra/dynamodb_local.py install  # once, before the suites share it
+	$(MAKE) --no-print-directory -j3 --output-sync=target \
+		test-sdk3 test-chaos test-sdk1 test-sdk20 test-sdk21 validate-template
+
+# The suites run three at a time (each against a DynamoDB Local of its own): the SDK lines and
+# the chaos suite mostly wait (on durable timers, lease expiries and killed processes), so side
+# by side they cost little more than the longest of them. One after another took 13 minutes.
 
 # Every venv `make test` needs, built side by side: pip spends most of its time waiting on
 # unpacking and the index, and five venvs one after another took about four minutes of CI.
@@ -76,7 +88,13 @@ lint: $(TEST_VENV)/.installed
 
 test-sdk3: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
-	$(SUITE_TIMEOUT) $(TEST_VENV)/bin/python -m pytest tests --ignore=tests/sdk1 $(PYTEST_ARGS)
+	$(SUITE_TIMEOUT) $(TEST_VENV)/bin/python -m pytest tests --ignore=tests/sdk1 \
+		--ignore=tests/chaos $(PYTEST_ARGS)
+
+# The chaos suite (tests/chaos) on the 3.x venv; `make soak` is its long version.
+test-chaos: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
+	$(SUITE_TIMEOUT) $(TEST_VENV)/bin/python -m pytest tests/chaos $(PYTEST_ARGS)
 
 # The 3.x venv runs everything above; the older lines run tests/lines (the seed scenario, a
 # named limit across executions, limiter=None, the compatibility contract) and their extras.
@@ -104,6 +122,20 @@ validate-template: $(TEST_VENV)/.installed $(SAM_VENV)/.installed
 		$(SAM_VENV)/bin/sam validate --lint -t template.yaml --region us-east-1; \
 	else echo "no template.yaml yet"; fi
 
+# `sam build` of template.yaml with the library of this checkout (docs/deploy.md). The functions'
+# requirements.txt name durable-semaphore, which pip finds as a wheel built here into dist/
+# (PIP_FIND_LINKS, added to any the shell has). sam build runs pip for the functions' runtime,
+# python3.13, which must be on PATH. --no-cached: the wheel keeps its version when the code
+# changes, so a cached build would keep the previous library.
+SAM_PYTHON ?= python3.13
+build: $(SAM_VENV)/.installed
+	@$(SAM_PYTHON) --version >/dev/null 2>&1 || \
+		{ echo "make build: sam build needs $(SAM_PYTHON) on PATH (the runtime)" >&2; exit 1; }
+	rm -f dist/durable_semaphore-*.whl
+	$(SAM_VENV)/bin/python -m pip wheel $(PIP_FLAGS) --no-deps -w dist .
+	PIP_FIND_LINKS="$(CURDIR)/dist $$PIP_FIND_LINKS" SAM_CLI_TELEMETRY=0 \
+		$(SAM_VENV)/bin/sam build --no-cached $(SAM_BUILD_ARGS)
+
 bench: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
 	$(TEST_VENV)/bin/python bench/store_bench.py $(BENCH_ARGS)
@@ -121,4 +153,5 @@ soak: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(DEMO_VENV) $(TEST_VENV) $(SDK1_VENV) $(SDK20_VENV) $(SDK21_VENV) $(SAM_VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(DEMO_VENV) $(TEST_VENV) $(SDK1_VENV) $(SDK20_VENV) $(SDK21_VENV) $(SAM_VENV) .cache .mypy_cache .ruff_cache .pytest_cache \
+		.aws-sam dist

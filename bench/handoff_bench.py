@@ -1,7 +1,8 @@
 """The hand-off under contention: the demo's scenarios side by side, with ratios.
 
 Runs, in one process and against one DynamoDB Local, the native baselines (the bare SDK's own
-``max_concurrency``, one execution) and the limited scenarios of issue 8, and prints for each
+``max_concurrency``, one execution) and the limited scenarios (one shared limit across
+executions, and per-operation maps), and prints for each
 the peak in flight (from the execution histories), the makespan in durable seconds and its
 ratio to the matching baseline, DynamoDB requests and durable operations per branch, Jain's
 fairness over the executions' finishing times, and what was left in the table.
@@ -13,11 +14,13 @@ durable waits in real time: the makespan production would see. Machines here are
 ``--rounds`` repeats every scenario, and medians are printed.
 
     python bench/handoff_bench.py --clock real --rounds 3
+    python bench/handoff_bench.py --clock real --markdown   # a table of docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 import sys
@@ -27,7 +30,8 @@ from typing import Any
 import boto3
 
 from durable_semaphore import DynamoDBSemaphore
-from durable_semaphore.demo import DemoConfig, run_demo
+from durable_semaphore.demo.running import run_demo
+from durable_semaphore.demo.scenario import DemoConfig
 from durable_semaphore.store import default_client_config
 from store_bench import _infra  # the bench scripts' shared DynamoDB Local loader
 
@@ -61,6 +65,42 @@ POLLING = (
 DURABLE_OPERATION_USD = 8.0 / 1_000_000
 
 
+MARKDOWN_HEADER = (
+    "| scenario | peak | makespan (s) | ratio to native | req / branch | ops / branch "
+    "| +ops $/M | busy | Jain | inv. PENDING | left |"
+)
+
+
+def markdown(
+    table: list[dict[str, Any]],
+    command: list[str],
+    *,
+    clock: str = "skip",
+    rounds: int = 1,
+    day: str | None = None,
+) -> str:
+    """The rows as the Markdown table of docs/benchmarks.md, under a line that says which
+    command made them and on which day (UTC)."""
+    day = day or datetime.datetime.now(datetime.UTC).date().isoformat()
+    what = "one round" if rounds == 1 else f"medians of {rounds} rounds"
+    lines = [
+        f"Measured {day} with `{' '.join(command)}` ({clock} clock, {what}):",
+        "",
+        MARKDOWN_HEADER,
+        "|---" * MARKDOWN_HEADER.count(" | ") + "|---|",
+    ]
+    for e in table:
+        ratio = "-" if e["ratio_to_native"] is None else f"{e['ratio_to_native']:.2f}"
+        busy = "-" if e["busy_while_waiting"] is None else f"{e['busy_while_waiting']:.2f}"
+        lines.append(
+            f"| {e['scenario'].removesuffix(' (hand-off)')} | {e['peak']}/{e['limit']} "
+            f"| {e['makespan_seconds']:.1f} | {ratio} | {e['requests_per_branch']:g} "
+            f"| {e['durable_ops_per_branch']:.2f} | {e['extra_ops_usd_per_million_branches']:g} "
+            f"| {busy} | {e['jain_fairness']:.3f} | {e['invalid_pending']} | {e['left']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clock", choices=("skip", "real"), default="skip")
@@ -70,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", default=None, help="run scenarios whose label contains this")
     parser.add_argument("--with-polling", action="store_true", help="also run " + POLLING[0])
-    parser.add_argument("--json", action="store_true")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true")
+    out.add_argument(
+        "--markdown", action="store_true", help="print the table of docs/benchmarks.md"
+    )
     args = parser.parse_args(argv)
 
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -134,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         table.append(entry)
     if args.json:
         print(json.dumps({"clock": args.clock, "rows": table}, indent=2))
+        return 0
+    if args.markdown:
+        command = ["python", "bench/handoff_bench.py", *(sys.argv[1:] if argv is None else argv)]
+        print(markdown(table, command, clock=args.clock, rounds=args.rounds), end="")
         return 0
     timeout = "library default" if args.wake_timeout is None else f"{args.wake_timeout} s"
     print(f"clock: {args.clock}; medians of {args.rounds} round(s); wake timeout {timeout}")

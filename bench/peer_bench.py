@@ -33,12 +33,14 @@ dynamo-dlm (PyPI, GPL-3.0-or-later) is a bench-only dependency, the ``bench`` ex
 src/ imports it. Without it the script exits with status 2.
 
 Run: ``make bench-peer`` (or ``python bench/peer_bench.py --rounds 5 --seconds 3 --json``).
-Machines here are noisy: quote medians and ratios, not single runs.
+Machines here are noisy: quote medians and ratios, not single runs. ``--markdown`` prints the
+tables of docs/benchmarks.md ("Peer comparison") instead, headed by the date and the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import multiprocessing as mp
@@ -522,6 +524,71 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"  {name:<13} " + "   ".join(parts) + "  cycles/s")
 
 
+def _md_ratio(ratio: float | None) -> str:
+    return "?" if ratio is None else f"{ratio:.2f}\u00d7"
+
+
+def _md_ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} ms"
+
+
+def _md_requests(s: dict[str, Any]) -> str:
+    text = " + ".join(f"{v:.2f} {op}" for op, v in s["requests_by_op_per_cycle"].items())
+    notes = [f"{s['refused_per_cycle']:.2f} refused"] if s["refused_per_cycle"] else []
+    notes += [f"{v:.2f} {code}" for code, v in s["errors_per_cycle"].items()]
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def markdown(report: dict[str, Any], command: list[str], day: str | None = None) -> str:
+    """The report as the Markdown tables of docs/benchmarks.md, under a line that says which
+    command made them, on which day (UTC) and on which store commit."""
+    day = day or datetime.datetime.now(datetime.UTC).date().isoformat()
+    cfg = report["config"]
+    results = report["results"]
+
+    def config(name: str) -> tuple[str, str]:
+        processes, limit = name.split("p_limit")
+        return processes, f"{int(limit):,}"
+
+    lines = [
+        f"Measured {day} with `{' '.join(command)}` (store at {cfg['store_version']}, "
+        f"dynamo-dlm {cfg['dynamo_dlm_version']}; median of {cfg['rounds']} rounds of "
+        f"{cfg['seconds']:g} s):",
+        "",
+        f"| processes | limit | {OURS} | {DLM_REUSED} | {DLM_FRESH} "
+        f"| {OURS} / {DLM_REUSED} | {OURS} / {DLM_FRESH} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results.items():
+        processes, limit = config(name)
+        rates = " | ".join(f"{row[s]['median_cycles_per_s']:.1f}" for s in SYSTEMS)
+        lines.append(
+            f"| {processes} | {limit} | {rates} | {_md_ratio(row['ratio_vs_reused'])} "
+            f"| {_md_ratio(row['ratio_vs_fresh'])} |"
+        )
+    lines += [
+        "",
+        "| processes | limit | system | requests per cycle | wall | client CPU | server CPU "
+        "| machine idle | billed WCU | ceiling per key |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results.items():
+        processes, limit = config(name)
+        for system in SYSTEMS:
+            s = row[system]
+            idle = s["machine_idle_median"]
+            ceiling = s["ceiling_cycles_per_s_per_key"]
+            lines.append(
+                f"| {processes} | {limit} | {system} | {_md_requests(s)} "
+                f"| {_md_ms(s['wall_ms_per_cycle_per_process'])} "
+                f"| {_md_ms(s['client_cpu_ms_per_cycle'])} "
+                f"| {_md_ms(s['server_cpu_ms_per_cycle'])} "
+                f"| {'?' if idle is None else f'{idle:.0%}'} | {s['wcu_billed_per_cycle']:.2f} "
+                f"| {'?' if not ceiling else f'{ceiling:.0f} cycles/s'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="durable-semaphore vs dynamo-dlm, side by side")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per system (median taken)")
@@ -531,7 +598,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--warmup", type=float, default=2.0, help="untimed seconds per system first (JVM JIT)"
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the report as JSON")
+    out.add_argument(
+        "--markdown", action="store_true", help="print the tables of docs/benchmarks.md"
+    )
     args = parser.parse_args(argv)
     processes_list = [int(p) for p in args.processes.split(",")]
     limits = [int(x) for x in args.limits.split(",")]
@@ -603,6 +674,8 @@ def main(argv: list[str]) -> int:
     }
     if args.json:
         print(json.dumps(report, indent=2))
+    elif args.markdown:
+        print(markdown(report, ["python", "bench/peer_bench.py", *argv]), end="")
     else:
         _print_report(report)
     return 0

@@ -8,12 +8,14 @@ Prints:
 * for comparison, the write cost of the alternative "one item holding a map of holders" model.
 
 Run: ``make bench`` (or ``python bench/store_bench.py --rounds 5``). Machines here are noisy:
-quote medians and ratios, not single runs.
+quote medians and ratios, not single runs. ``--markdown`` prints the tables of
+docs/benchmarks.md ("Lease store") instead, headed by the date and the command that made them.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import multiprocessing as mp
@@ -187,12 +189,62 @@ def measure_throughput(
     return done / seconds, refused
 
 
+def _thousands(n: int) -> str:
+    return f"{n:,}"
+
+
+def markdown(report: dict[str, Any], command: list[str], day: str | None = None) -> str:
+    """The report as the Markdown tables of docs/benchmarks.md, under a line that says which
+    command made them and on which day (UTC)."""
+    day = day or datetime.datetime.now(datetime.UTC).date().isoformat()
+    lines = [f"Measured {day} with `{' '.join(command)}`:", ""]
+    lines += [
+        "| limit | holders present | requests per cycle | WCU (DynamoDB Local) "
+        "| WCU billed by AWS | RCU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in report["capacity_per_cycle"]:
+        reqs = " + ".join(f"{v:g} \u00d7 {k}" for k, v in c["requests"].items()) or "-"
+        lines.append(
+            f"| {_thousands(c['limit'])} | {_thousands(c['holders_present'])} | {reqs} "
+            f"| {c['wcu_local']:.1f} | {c['wcu_billed']:.1f} | {c['rcu']:g} |"
+        )
+    lines += [
+        "",
+        "| holders in the item | WCU per write | WCU per cycle (2 writes) |",
+        "|---|---|---|",
+    ]
+    for n, wcu in report["map_model_wcu_per_write"].items():
+        lines.append(f"| {_thousands(int(n))} | {wcu:g} | {2 * wcu:g} |")
+    throughput = report["throughput"]
+    limits = sorted({int(name.split("limit")[1]) for name in throughput})
+    processes = sorted({int(name.split("p_")[0]) for name in throughput})
+    lines += [
+        "",
+        "| processes | " + " | ".join(f"limit {_thousands(x)}" for x in limits) + " |",
+        "|---" * (len(limits) + 1) + "|",
+    ]
+    for p in processes:
+        cells = [
+            f"{throughput[f'{p}p_limit{x}']['median_cycles_per_s']:.1f}"
+            if f"{p}p_limit{x}" in throughput
+            else "-"
+            for x in limits
+        ]
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="lease store micro-benchmark")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (median taken)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput round")
     parser.add_argument("--cycles", type=int, default=50, help="cycles per capacity measurement")
-    parser.add_argument("--json", action="store_true")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true")
+    out.add_argument(
+        "--markdown", action="store_true", help="print the tables of docs/benchmarks.md"
+    )
     args = parser.parse_args(argv)
 
     infra = _infra()
@@ -227,6 +279,9 @@ def main(argv: list[str]) -> int:
     }
     if args.json:
         print(json.dumps(report, indent=2))
+        return 0
+    if args.markdown:
+        print(markdown(report, ["python", "bench/store_bench.py", *argv]), end="")
         return 0
     print("Capacity per uncontended acquire+release cycle (ReturnConsumedCapacity=TOTAL):")
     print(
