@@ -29,7 +29,7 @@ from durable_semaphore import DynamoDBSemaphore, cli
 from durable_semaphore.demo.command import ProgressLine, local_dynamodb_lines
 from durable_semaphore.demo.local_runner import LateTimerFilter, detect
 from durable_semaphore.demo.observer import busy_while_waiting, overlap_steps, peak_overlap
-from durable_semaphore.demo.plot import PlottingUnavailableError, save_timeline
+from durable_semaphore.demo.plot import save_timeline
 from durable_semaphore.demo.quiet import (
     RUNNER_LOGGER,
     RUNNER_RACE_MESSAGE,
@@ -44,6 +44,7 @@ from durable_semaphore.demo.report import (
 )
 from durable_semaphore.demo.result import DemoResult, Progress
 from durable_semaphore.demo.scenario import default_scenario
+from durable_semaphore.errors import PlottingUnavailableError
 from durable_semaphore.store import default_client_config
 
 ROOT = Path(__file__).resolve().parent.parent

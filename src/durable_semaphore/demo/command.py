@@ -4,7 +4,7 @@
 commands, so the CLI starts (and ``--help`` works) without the ``demo`` extra. Nothing here
 imports the CLI: it passes in how it builds a store (``semaphore_from_args``), which keeps the
 package free of import cycles. Errors the CLI maps to its exit codes pass through; a missing
-local prerequisite is a :class:`~durable_semaphore.demo.DemoPrerequisiteError`.
+local prerequisite is a :class:`~durable_semaphore.errors.PrerequisiteError`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
-from durable_semaphore.demo import INSTALL_HINT, DemoPrerequisiteError
+from durable_semaphore.demo import INSTALL_HINT
 from durable_semaphore.demo.embedded import LOCAL_CREDENTIALS, LOCAL_REGION, embedded_dynamodb
 from durable_semaphore.demo.quiet import QuietInterrupt, quiet_runner_leftovers
 from durable_semaphore.demo.result import DemoResult, Progress
+from durable_semaphore.errors import PrerequisiteError
 from durable_semaphore.store import DynamoDBSemaphore, default_client_config
 
 #: How the CLI builds a store from its ``--table/--endpoint-url/--region`` arguments.
@@ -87,9 +88,7 @@ def _require_demo_extra() -> None:
     try:
         import aws_durable_execution_sdk_python_testing  # noqa: F401
     except ImportError as exc:
-        raise DemoPrerequisiteError(
-            f"the demo needs the 'demo' extra ({exc}); {INSTALL_HINT}"
-        ) from exc
+        raise PrerequisiteError(f"the demo needs the 'demo' extra ({exc}); {INSTALL_HINT}") from exc
 
 
 def _config(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -202,7 +201,8 @@ def _run(
 def _draw(args: argparse.Namespace, result: DemoResult, bare: DemoResult | None) -> str | None:
     if args.no_png:
         return None
-    from durable_semaphore.demo.plot import PlottingUnavailableError, save_timeline
+    from durable_semaphore.demo.plot import save_timeline
+    from durable_semaphore.errors import PlottingUnavailableError
 
     try:
         return save_timeline(result, args.png, bare=bare)

@@ -22,18 +22,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from durable_semaphore.demo import INSTALL_HINT, DemoPrerequisiteError
+from durable_semaphore.demo import INSTALL_HINT
 from durable_semaphore.demo.quiet import track_child, untrack_child
+from durable_semaphore.errors import EmbeddedDynamoDBError
 
 #: The address the server listens on: loopback only (ministack's own default is every interface).
 HOST = "127.0.0.1"
 #: Dummy credentials and a region for a local endpoint: it accepts any, boto3 needs some.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 LOCAL_REGION = "us-east-1"
-
-
-class EmbeddedDynamoDBError(DemoPrerequisiteError):
-    """The embedded DynamoDB could not be started, or stopped on its own."""
 
 
 def free_port() -> int:

@@ -10,16 +10,13 @@ from typing import Any
 
 from durable_semaphore.demo import INSTALL_HINT
 from durable_semaphore.demo.result import DemoResult
+from durable_semaphore.errors import PlottingUnavailableError
 
 _LIMITED_COLOR = "tab:blue"
 _BARE_COLOR = "tab:orange"
 _LIMIT_COLOR = "tab:red"
 #: Lanes avoid the top panel's colours, so no execution looks like "bare" or "limited".
 _LANE_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
-
-
-class PlottingUnavailableError(RuntimeError):
-    """matplotlib is not installed (it is part of the ``demo`` extra)."""
 
 
 def _pyplot() -> Any:
