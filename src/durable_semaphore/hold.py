@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from botocore.exceptions import (
     ClientError,
@@ -50,18 +50,36 @@ from durable_semaphore.errors import (
     DurableSemaphoreError,
     InvalidArgumentError,
 )
+from durable_semaphore.retry import is_transient_error
 from durable_semaphore.store import (
     AcquireResult,
+    DynamoDBSemaphore,
     Grant,
     Lease,
     ReleaseResult,
     _validate_holder,
     _validate_ttl,
-    is_transient_error,
 )
+from durable_semaphore.wake import LocalSignals
 
-if TYPE_CHECKING:
-    from durable_semaphore.limiter import DynamoDBLimiter
+
+class HoldLimiter(Protocol):
+    """What a hold needs of its limiter (a named :class:`~durable_semaphore.DynamoDBLimiter`).
+
+    A protocol, so that this module does not import the limiter that builds holds: the
+    dependency runs one way, limiter -> hold.
+    """
+
+    name: str | None
+    limit: int | None
+    jitter: bool
+    signals: LocalSignals
+
+    @property
+    def semaphore(self) -> DynamoDBSemaphore: ...
+
+    def wake(self, grant: Grant, *, releaser_arn: str | None = None) -> object: ...
+
 
 __all__ = [
     "DEFAULT_HOLD_TTL_SECONDS",
@@ -186,7 +204,7 @@ class Hold:
 
     def __init__(
         self,
-        limiter: DynamoDBLimiter,
+        limiter: HoldLimiter,
         *,
         timeout: float | None = None,
         holder: str | None = None,
@@ -591,7 +609,7 @@ class _Heartbeat:
 
 
 def holding(
-    limiter: DynamoDBLimiter,
+    limiter: HoldLimiter,
     timeout: float | None = None,
     *,
     holder: Callable[..., str] | None = None,

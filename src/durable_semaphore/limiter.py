@@ -8,11 +8,10 @@ and computes the backoff between acquire attempts, so the policy can be tested w
 from __future__ import annotations
 
 import math
-import os
 import random
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.hold import (
@@ -20,12 +19,10 @@ from durable_semaphore.hold import (
     DEFAULT_MAX_POLL_SECONDS,
     HOLD_SIGNAL_SCOPE,
     Hold,
-    P,
-    R,
     holding,
 )
+from durable_semaphore.settings import resolve_table_name
 from durable_semaphore.store import (
-    DEFAULT_TABLE_NAME,
     MAX_LIMIT,
     AcquireResult,
     DynamoDBSemaphore,
@@ -48,17 +45,13 @@ from durable_semaphore.wake import local_signals as _local_signals
 
 __all__ = [
     "BRANCH_LEASE_TTL_SECONDS",
-    "TABLE_ENV_VAR",
     "WAKER_ENV_VAR",
     "DynamoDBLimiter",
     "LimiterSpec",
     "default_limiter",
     "resolve_limiter",
-    "resolve_table_name",
 ]
 
-#: Environment variable naming the lease table (the SAM template sets it).
-TABLE_ENV_VAR = "DURABLE_SEMAPHORE_TABLE"
 #: Default lease lifetime. A suspended branch cannot heartbeat, and a durable execution may run
 #: for up to a year (366 days), so a lease must be able to outlive the longest suspension.
 #: Slots of dead executions are recovered by the sweep and the reaper; expiry is the last resort.
@@ -72,16 +65,9 @@ _MAX_PASS_ON = 10
 MAX_WAKE_TIMEOUT_SECONDS = 86_400
 
 _SEPARATOR = "#"
-
-
-def resolve_table_name(table_name: str | None = None) -> str:
-    """Return the lease table: the explicit name, else ``$DURABLE_SEMAPHORE_TABLE``, else default.
-
-    Read at call time (not import time) so a Lambda's environment and tests can set it late.
-    """
-    if table_name:
-        return table_name
-    return os.environ.get(TABLE_ENV_VAR) or DEFAULT_TABLE_NAME
+#: The decorated function's parameters and result, for :meth:`DynamoDBLimiter.holding`.
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _check_positive(name: str, value: float, *, minimum: float = 0.0, strict: bool = True) -> None:

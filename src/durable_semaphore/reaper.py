@@ -51,7 +51,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from durable_semaphore.errors import DurableSemaphoreError
-from durable_semaphore.limiter import resolve_table_name
+from durable_semaphore.retry import REAPER_LAMBDA, client_config
+from durable_semaphore.settings import resolve_table_name
 from durable_semaphore.store import (
     DynamoDBSemaphore,
     Grant,
@@ -97,9 +98,7 @@ _ERROR = "<error>"
 def _lambda_client_config() -> Config:
     """Standard retry mode: throttling (TooManyRequestsException) is retried with backoff
     before the reaper gives up on an ARN for this run."""
-    return Config(
-        retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15
-    )
+    return client_config(REAPER_LAMBDA)
 
 
 @dataclass

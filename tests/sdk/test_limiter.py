@@ -14,8 +14,8 @@ from durable_semaphore import (
     ParallelConfig,
     UnsupportedSDKVersionError,
 )
-from durable_semaphore.limiter import resolve_table_name
-from durable_semaphore.store import is_transient_error
+from durable_semaphore.retry import is_transient_error
+from durable_semaphore.settings import resolve_table_name
 
 
 def test_dynamodb_limiter_requires_max_concurrency() -> None:
