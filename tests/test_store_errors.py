@@ -20,7 +20,7 @@ from durable_semaphore import (
     TableSchemaError,
 )
 from durable_semaphore.reaper import Reaper
-from durable_semaphore.store import is_transient_error
+from durable_semaphore.retry import is_transient_error
 from tests.store_helpers import count_requests
 
 EXPECTED = "expected pk String HASH + sk String RANGE"

@@ -60,17 +60,11 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
     InvalidRegionError,
     NoRegionError,
-    ReadTimeoutError,
-    ResponseStreamingError,
 )
 
-from durable_semaphore import observability
-from durable_semaphore.deadline import sleep as _budgeted_sleep
+from durable_semaphore import observability, retry
 from durable_semaphore.errors import (
     ConfigurationError,
     ContentionError,
@@ -79,6 +73,7 @@ from durable_semaphore.errors import (
     TableNotFoundError,
     TableSchemaError,
 )
+from durable_semaphore.retry import client_config
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -172,75 +167,21 @@ MAX_TTL_SECONDS = 100 * 366 * 86_400
 # A transaction holds at most 100 items; one is the counter.
 _MAX_DELETES_PER_RECONCILE = 99
 # Bounded retries when transactions collide (TransactionConflict) or a reconcile loses a race.
-_MAX_ATTEMPTS = 50
+_MAX_ATTEMPTS = retry.CONFLICT.attempts
 # How many queue heads one Query reads: enough to skip a few dead waiters in one round trip.
 _HEADS_PER_QUERY = 4
 
 
-_TRANSIENT_AWS_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-        "LimitExceededException",
-    }
-)
-
-
-def is_transient_error(exc: Exception) -> bool:
-    """True for store errors worth another attempt later (throttling, 5xx, connection and
-    streaming failures, lost races) rather than failing the caller."""
-    if isinstance(exc, ContentionError):
-        return True
-    if isinstance(exc, DurableSemaphoreError):
-        # Our refusals (missing table, a table that is not a lease table, a request DynamoDB
-        # calls invalid, bad argument) do not heal by waiting.
-        return False
-    if isinstance(
-        exc,
-        EndpointConnectionError
-        | ConnectionClosedError
-        | ConnectTimeoutError
-        | ReadTimeoutError
-        | ResponseStreamingError,
-    ):
-        return True
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        return code in _TRANSIENT_AWS_CODES or status >= 500
-    return False
-
-
 def default_client_config() -> Config:
-    """Botocore's standard retry mode: it retries throttling, 5xx and connection resets."""
-    return Config(
-        retries={"mode": "standard", "max_attempts": 10},
-        connect_timeout=5,
-        read_timeout=15,
-    )
+    """The library's client: botocore's standard retry mode rides out throttling, 5xx and
+    connection resets (:data:`durable_semaphore.retry.STORE`)."""
+    return client_config(retry.STORE)
 
 
 def admin_client_config() -> Config:
-    """For commands a person waits on (the CLI): an unreachable endpoint fails in seconds.
-
-    The library's 10 attempts suit code that must ride out throttling and blips, but make a
-    dead port or a black-holed network look like a hang (9 to 21 s refused, about a minute
-    black-holed, in silence). Two attempts in all (botocore's ``max_attempts`` would count
-    retries only) with a 2 s connect timeout still ride out one reset; a throttled admin
-    command is simply rerun.
-    """
-    return Config(
-        retries={"mode": "standard", "total_max_attempts": 2},
-        connect_timeout=2,
-        read_timeout=10,
-    )
+    """For commands a person waits on (the CLI): an unreachable endpoint fails in seconds
+    (:data:`durable_semaphore.retry.ADMIN`)."""
+    return client_config(retry.ADMIN)
 
 
 #: What a malformed endpoint URL is told; the example is what DynamoDB Local listens on.
@@ -2688,6 +2629,5 @@ def _with_grants(result: AcquireResult, grants: list[Grant]) -> AcquireResult:
 
 
 def _backoff(attempt: int) -> None:
-    """Full-jitter backoff for transaction conflicts: they clear in milliseconds. Never past
-    the caller's time budget (:mod:`durable_semaphore.deadline`)."""
-    _budgeted_sleep(random.uniform(0, min(0.2, 0.005 * (2 ** min(attempt, 6)))))
+    """The store's pause before retrying a lost race (:data:`durable_semaphore.retry.CONFLICT`)."""
+    retry.CONFLICT.pause(attempt)

@@ -43,7 +43,8 @@ from aws_durable_execution_sdk_python.waits import (
 )
 
 from durable_semaphore import _sdk_compat, observability
-from durable_semaphore.store import AcquireResult, Grant, is_transient_error
+from durable_semaphore.retry import is_transient_error
+from durable_semaphore.store import AcquireResult, Grant
 from durable_semaphore.wake import WakeOutcome, wake_payload
 
 if TYPE_CHECKING:

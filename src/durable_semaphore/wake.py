@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from durable_semaphore.retry import WAKE, client_config
+
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
 
@@ -104,13 +106,7 @@ LIVE_EXECUTION_STATUSES = frozenset({"RUNNING", "PAUSING", "PAUSED"})
 
 def _lambda_config() -> Config:
     # A wake-up is latency-sensitive and has a fallback (the waiter's timeout): retry a little.
-    # Many branches of one process may wake waiters at once: a pooled connection each.
-    return Config(
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=3,
-        read_timeout=5,
-        max_pool_connections=50,
-    )
+    return client_config(WAKE)
 
 
 class LambdaCallbackWaker:
