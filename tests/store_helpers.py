@@ -22,3 +22,14 @@ def count_requests(client: Any) -> Iterator[Counter[str]]:
         yield seen
     finally:
         client.meta.events.unregister("before-send.dynamodb", on_send)
+
+
+def meta_rows(sem: Any) -> list[dict[str, Any]]:
+    """The counter rows (``sk = #meta``) of ``sem``'s table, read strongly consistent."""
+    out = sem.client.scan(
+        TableName=sem.table_name,
+        FilterExpression="sk = :m",
+        ExpressionAttributeValues={":m": {"S": "#meta"}},
+        ConsistentRead=True,
+    )
+    return list(out["Items"])

@@ -18,6 +18,7 @@ import pytest
 
 from durable_semaphore import DynamoDBSemaphore
 from tests.conftest import FakeClock, local_dynamodb_client
+from tests.store_helpers import meta_rows
 
 BATCH = 99  # deletes per transaction: the counter update takes the 100th item
 
@@ -58,16 +59,6 @@ def traffic(client: Any) -> Iterator[Traffic]:
             client.meta.events.unregister(event, handler)
 
 
-def _meta_rows(sem: DynamoDBSemaphore) -> list[dict[str, Any]]:
-    out = sem.client.scan(
-        TableName=sem.table_name,
-        FilterExpression="sk = :m",
-        ExpressionAttributeValues={":m": {"S": "#meta"}},
-        ConsistentRead=True,
-    )
-    return list(out["Items"])
-
-
 def _expired_leases(sem: DynamoDBSemaphore, clock: FakeClock, n: int, limit: int) -> None:
     """``n`` leases on key ``k`` that anyone may reclaim (expired beyond the skew margin)."""
     for i in range(n):
@@ -93,7 +84,7 @@ def test_reclaim_reads_the_key_once_and_deletes_in_chained_batches(
         "TransactWriteItems": math.ceil(n / BATCH),
     }
     assert sem.entries("k") == [] and list(sem.scan_leases()) == []
-    assert _meta_rows(sem) == []
+    assert meta_rows(sem) == []
 
 
 def test_read_capacity_grows_linearly_with_the_leases_reclaimed(
@@ -128,7 +119,7 @@ def test_expired_queue_markers_go_with_their_entries_across_batches(
     assert (result.deleted, result.freed, result.grants) == (120, 120, ())
     assert dict(seen.calls) == {"GetItem": 1, "Query": 1, "TransactWriteItems": 3}
     assert sem.entries("k") == [] and sem.waiters("k") == []
-    assert _meta_rows(sem) == []
+    assert meta_rows(sem) == []
 
 
 def test_slots_freed_over_several_batches_go_to_the_waiters(

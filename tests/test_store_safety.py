@@ -16,17 +16,7 @@ import pytest
 from durable_semaphore import DynamoDBSemaphore, InvalidArgumentError
 from durable_semaphore.store import DEFAULT_CLOCK_SKEW_SECONDS, GRANTED
 from tests.conftest import FakeClock
-
-
-def _meta_rows(sem: DynamoDBSemaphore) -> list[dict[str, Any]]:
-    out = sem.client.scan(
-        TableName=sem.table_name,
-        FilterExpression="sk = :m",
-        ExpressionAttributeValues={":m": {"S": "#meta"}},
-        ConsistentRead=True,
-    )
-    return list(out["Items"])
-
+from tests.store_helpers import meta_rows
 
 # -- fencing -----------------------------------------------------------------------------------
 
@@ -215,14 +205,14 @@ def test_a_finished_key_leaves_no_counter_behind(
     assert lease is not None
     assert sem.forget_if_idle("done") is False  # in use: kept
     assert sem.release("done", "a", token=lease.token)
-    assert len(_meta_rows(sem)) == 1
+    assert len(meta_rows(sem)) == 1
     assert sem.forget_if_idle("done") is True
-    assert _meta_rows(sem) == []
+    assert meta_rows(sem) == []
     # A key whose last lease expired: the reclaim takes the counter with it.
     sem.try_acquire("expired", "b", 2, ttl_seconds=5)
     clock.advance(6 + sem.clock_skew_seconds)
     assert sem.reclaim_expired("expired") == 1
-    assert _meta_rows(sem) == []
+    assert meta_rows(sem) == []
     assert sem.try_acquire("expired", "c", 2) is not None  # the key works as new
 
 

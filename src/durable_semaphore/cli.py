@@ -443,16 +443,21 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-png", action="store_true", help="do not draw the timeline")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    """Run the demo and judge it from the execution histories (durable_semaphore.demo)."""
+def _demo_commands(command: str) -> Any:
+    """The demo's command bodies, imported only when one runs: they need the 'demo' extra."""
     try:
-        from durable_semaphore.demo.command import run_demo_command
+        from durable_semaphore.demo import command as commands
     except ImportError as exc:
         raise PrerequisiteError(
-            f"the demo needs the 'demo' extra ({exc}); "
+            f"{command} needs the 'demo' extra ({exc}); "
             "install it with: pip install 'durable-semaphore[demo]'"
         ) from exc
-    return run_demo_command(args, semaphore_from_args)
+    return commands
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Run the demo and judge it from the execution histories (durable_semaphore.demo)."""
+    return int(_demo_commands("the demo").run_demo_command(args, semaphore_from_args))
 
 
 def _add_local_dynamodb(parser: argparse.ArgumentParser) -> None:
@@ -466,14 +471,7 @@ def _add_local_dynamodb(parser: argparse.ArgumentParser) -> None:
 
 def _local_dynamodb(args: argparse.Namespace) -> int:
     """Serve the demo's embedded DynamoDB (ministack) on loopback until Ctrl-C."""
-    try:
-        from durable_semaphore.demo.command import run_local_dynamodb
-    except ImportError as exc:
-        raise PrerequisiteError(
-            f"local-dynamodb needs the 'demo' extra ({exc}); "
-            "install it with: pip install 'durable-semaphore[demo]'"
-        ) from exc
-    return run_local_dynamodb(args)
+    return int(_demo_commands("local-dynamodb").run_local_dynamodb(args))
 
 
 # -- entry point -------------------------------------------------------------------------------

@@ -1240,9 +1240,11 @@ class DynamoDBSemaphore:
                 execution_arn,
                 callbacks,
                 arrival,
+                grants,
             )
             if queued is not None:
-                return queued  # else a slot is free (or we hold one): the usual way below
+                # Else a slot is free (or we hold one): the usual way below.
+                return _with_grants(queued, grants)
         for attempt in range(_MAX_ATTEMPTS):
             now = self._clock()
             if position is not None:
@@ -1285,7 +1287,7 @@ class DynamoDBSemaphore:
                 if _failed(holder_reason):
                     existing = holder_reason.get("Item")
                     mine = self._own_item(
-                        key, holder, limit, existing, now, ttl, queue_ttl, callbacks
+                        key, holder, limit, existing, now, ttl, queue_ttl, callbacks, grants
                     )
                     if mine is not None:
                         return _with_grants(mine, grants)
@@ -1316,7 +1318,17 @@ class DynamoDBSemaphore:
                 if not enqueue:
                     return AcquireResult(None, None, tuple(grants))
                 queued = self._enqueue(
-                    key, holder, limit, meta, now, ttl, queue_ttl, execution_arn, callbacks, arrival
+                    key,
+                    holder,
+                    limit,
+                    meta,
+                    now,
+                    ttl,
+                    queue_ttl,
+                    execution_arn,
+                    callbacks,
+                    arrival,
+                    grants,
                 )
                 if queued is None:
                     _backoff(attempt)
@@ -1334,14 +1346,16 @@ class DynamoDBSemaphore:
         ttl: float,
         queue_ttl: float,
         callbacks: tuple[str, ...],
+        grants: list[Grant],
     ) -> AcquireResult | None:
-        """The holder already has an item: return what it means, or None to retry."""
+        """The holder already has an item: return what it means, or None to retry. Slots it
+        hands to others on the way are appended to ``grants``."""
         if existing is None:
             return None
         state = _state(existing)
         if state == QUEUED:
             seq = int(existing["seq"]["N"])
-            return self._touch(key, holder, limit, seq, now, queue_ttl, callbacks, ttl)
+            return self._touch(key, holder, limit, seq, now, queue_ttl, callbacks, ttl, grants)
         expires_at = float(existing[TTL_ATTRIBUTE]["N"])
         if expires_at <= now:
             if expires_at + self.clock_skew_seconds > now:
@@ -1428,6 +1442,7 @@ class DynamoDBSemaphore:
         execution_arn: str | None,
         callbacks: tuple[str, ...],
         seq: int,
+        grants: list[Grant],
     ) -> AcquireResult | None:
         """Join the queue under ``seq``, the number of this call's first try; None when a slot
         freed meanwhile. A number another waiter already has (a tie of clock and tiebreak,
@@ -1462,13 +1477,24 @@ class DynamoDBSemaphore:
         except _Cancelled as cancelled:
             _meta_reason, holder_reason, entry_reason = cancelled.reasons
             if _failed(holder_reason) and holder_reason.get("Item") is not None:
+                existing = holder_reason.get("Item")
                 return self._own_item(
-                    key, holder, limit, holder_reason.get("Item"), now, ttl, queue_ttl, callbacks
+                    key, holder, limit, existing, now, ttl, queue_ttl, callbacks, grants
                 )
             if _failed(entry_reason):
                 fresh = self._next_seq(self._clock())
                 return self._enqueue(
-                    key, holder, limit, meta, now, ttl, queue_ttl, execution_arn, callbacks, fresh
+                    key,
+                    holder,
+                    limit,
+                    meta,
+                    now,
+                    ttl,
+                    queue_ttl,
+                    execution_arn,
+                    callbacks,
+                    fresh,
+                    grants,
                 )
             return None
         return AcquireResult(None, seq, ahead=max(0, meta.wseq - meta.served))
@@ -1483,37 +1509,15 @@ class DynamoDBSemaphore:
         queue_ttl: float,
         callbacks: tuple[str, ...],
         ttl: float,
-        grants: list[Grant] | None = None,
+        grants: list[Grant],
     ) -> AcquireResult | None:
         """A queued holder checks in. Returns its state, or None when its entry is gone.
 
         A check-in that finds the key not full of live leases reconciles (freeing expired
         slots and handing free ones to the queue's head, which may be this waiter), then
-        checks in again. Grants made on the way come back in the result, or, when the result
-        is None, are appended to ``grants`` (the caller wakes their waiters either way). One
-        reconcile per call: a key whose stored limit differs from ``limit`` cannot loop.
+        checks in again; the grants it made are appended to ``grants`` for the caller to wake.
+        One reconcile per call: a key whose stored limit differs from ``limit`` cannot loop.
         """
-        made: list[Grant] = []
-        result = self._check_in(key, holder, limit, seq, now, queue_ttl, callbacks, ttl, made)
-        if result is None:
-            if grants is not None:
-                grants.extend(made)
-            return None
-        return _with_grants(result, made)
-
-    def _check_in(
-        self,
-        key: str,
-        holder: str,
-        limit: int,
-        seq: int,
-        now: float,
-        queue_ttl: float,
-        callbacks: tuple[str, ...],
-        ttl: float,
-        made: list[Grant],
-    ) -> AcquireResult | None:
-        """The loop behind :meth:`_touch`; grants it makes go to ``made``."""
         queue_expires = math.ceil(now + queue_ttl)
         check_key = True
         for attempt in range(_MAX_ATTEMPTS):
@@ -1564,7 +1568,7 @@ class DynamoDBSemaphore:
                 if rest and _failed(rest[0]):
                     # The key is not full of live leases: serve the queue, then check in.
                     check_key = False
-                    made.extend(self._serve_queue(key, limit, rest[0].get("Item")))
+                    grants.extend(self._serve_queue(key, limit, rest[0].get("Item")))
                     continue
                 _backoff(attempt)
         raise ContentionError(f"touch({key!r}, {holder!r}) lost {_MAX_ATTEMPTS} races")

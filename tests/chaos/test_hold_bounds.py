@@ -17,13 +17,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from durable_semaphore import AcquireTimeoutError, DynamoDBLimiter, DynamoDBSemaphore
 from durable_semaphore import deadline as budget
 from durable_semaphore.hold import TIMEOUT_BOUND_SECONDS, Hold
-from durable_semaphore.store import default_client_config
+from tests.conftest import local_dynamodb_client
 
 pytestmark = pytest.mark.chaos
 
@@ -31,17 +30,6 @@ TIMEOUT = 2.0
 #: Scheduling slack on a loaded CI machine, on top of the documented bound (measured: the
 #: hold ends 0.5 s inside the bound on an idle machine).
 SLACK = 1.0
-
-
-def _client(endpoint: str) -> Any:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="bounds",
-        aws_secret_access_key="bounds",
-        config=default_client_config(),
-    )
 
 
 @pytest.fixture
@@ -94,7 +82,9 @@ def _timed_hold(endpoint: str) -> tuple[threading.Thread, dict[str, Any]]:
     limiter = DynamoDBLimiter(
         "svc",
         1,
-        semaphore=DynamoDBSemaphore(table_name="unreachable", client=_client(endpoint)),
+        semaphore=DynamoDBSemaphore(
+            table_name="unreachable", client=local_dynamodb_client(endpoint)
+        ),
         waker=None,
     )
     outcome: dict[str, Any] = {}
@@ -158,7 +148,7 @@ def test_a_holder_cut_off_knows_it_lost_the_slot_before_anyone_else_gets_it(
     if not budgeted:
         monkeypatch.setattr(budget, "call_within", lambda deadline, call, **_: call())
     margin, ttl = 1.0, 3.0
-    cut_client = _client(chaos_db.endpoint)
+    cut_client = local_dynamodb_client(chaos_db.endpoint)
     cut = _Cut(cut_client)
     holder_sem = DynamoDBSemaphore(chaos_table, cut_client, clock_skew_seconds=margin)
     other = DynamoDBSemaphore(chaos_table, chaos_client, clock_skew_seconds=margin)

@@ -77,6 +77,19 @@ class _Admission:
         self._thread.join(CONTROL_TIMEOUT + 30)
 
 
+def _judge(waiter: _Admission, blind: bool, *, since: float, what: str) -> None:
+    """Admitted within the bound; the control (blind check-ins) times out instead."""
+    waiter.join()
+    if blind:
+        assert isinstance(waiter.error, AcquireTimeoutError), waiter.error
+        return
+    assert waiter.error is None, waiter.error
+    assert waiter.entered is not None
+    waited = waiter.entered - since
+    print(f"admitted {waited:.2f} s after {what} (bound {BOUND:.1f} s)")
+    assert waited <= BOUND
+
+
 def test_a_dead_holders_slot_goes_to_a_queued_waiter(
     chaos_client: Any, chaos_table: str, blind: bool
 ) -> None:
@@ -85,15 +98,7 @@ def test_a_dead_holders_slot_goes_to_a_queued_waiter(
     # The holder takes the only slot and dies: it never renews or releases.
     assert sem.try_acquire("svc", "dead-holder", 1, ttl_seconds=TTL) is not None
     waiter = _Admission(_limiter(sem), timeout=CONTROL_TIMEOUT).start()
-    waiter.join()
-    if blind:
-        assert isinstance(waiter.error, AcquireTimeoutError), waiter.error
-        return
-    assert waiter.error is None, waiter.error
-    assert waiter.entered is not None
-    waited = waiter.entered - began
-    print(f"admitted {waited:.2f} s after the holder died (bound {BOUND:.1f} s)")
-    assert waited <= BOUND
+    _judge(waiter, blind, since=began, what="the holder died")
 
 
 def test_a_slot_handed_to_a_dead_waiter_goes_to_the_next(
@@ -111,12 +116,4 @@ def test_a_slot_handed_to_a_dead_waiter_goes_to_the_next(
     released = time.monotonic()
     result = sem.release_slot("svc", "holder", token=holder.token)
     assert result.grant is not None and result.grant.holder == "dead-waiter"
-    waiter.join()
-    if blind:
-        assert isinstance(waiter.error, AcquireTimeoutError), waiter.error
-        return
-    assert waiter.error is None, waiter.error
-    assert waiter.entered is not None
-    waited = waiter.entered - released
-    print(f"admitted {waited:.2f} s after the slot went to a dead waiter (bound {BOUND:.1f} s)")
-    assert waited <= BOUND
+    _judge(waiter, blind, since=released, what="the slot went to a dead waiter")
