@@ -65,7 +65,7 @@ def test_demo_compare_bare_sdk_exceeds_the_limit_and_the_limiter_holds_it(
     # The fix, judged by the same observer.
     assert 1 <= limited["peak_in_flight"] <= LIMIT, digest["text"]
     assert limited["leases_left"] == 0 and limited["waiters_left"] == 0
-    assert limited["ok"] is True
+    assert limited["ok"] is True, digest["text"]
     assert "bounds threads, not operations" in digest["text"]
 
 
