@@ -94,9 +94,9 @@ def proxied(proxy: DroppingProxy, semaphore: DynamoDBSemaphore) -> DynamoDBSemap
 def test_lost_answer_to_acquire_takes_one_slot(
     proxy: DroppingProxy, proxied: DynamoDBSemaphore, semaphore: DynamoDBSemaphore
 ) -> None:
-    proxy.drop["TransactWriteItems"] = 1
+    proxy.drop["UpdateItem"] = 1
     lease = proxied.try_acquire("k", "h", 2)
-    assert proxy.applied_then_dropped == ["TransactWriteItems"]
+    assert proxy.applied_then_dropped == ["UpdateItem"]
     assert lease is not None and lease.holder == "h"
     assert [x.holder for x in semaphore.holders("k")] == ["h"]
     assert semaphore.slot_count("k").count == 1
@@ -109,9 +109,9 @@ def test_lost_answer_to_release_frees_one_slot_once(
 ) -> None:
     semaphore.try_acquire("k", "a", 3)
     semaphore.try_acquire("k", "b", 3)
-    proxy.drop["TransactWriteItems"] = 1
+    proxy.drop["UpdateItem"] = 1
     released = proxied.release("k", "a")
-    assert proxy.applied_then_dropped == ["TransactWriteItems"]
+    assert proxy.applied_then_dropped == ["UpdateItem"]
     # The retry carries the same ClientRequestToken, so DynamoDB reports the first success.
     assert released is True
     assert [x.holder for x in semaphore.holders("k")] == ["b"]
@@ -123,10 +123,10 @@ def test_lost_answer_to_release_frees_one_slot_once(
 def test_lost_answers_twice_in_a_row(
     proxy: DroppingProxy, proxied: DynamoDBSemaphore, semaphore: DynamoDBSemaphore
 ) -> None:
-    proxy.drop["TransactWriteItems"] = 2
+    proxy.drop["UpdateItem"] = 2
     assert proxied.try_acquire("k", "h", 1) is not None
     assert semaphore.slot_count("k").count == 1
-    proxy.drop["TransactWriteItems"] = 2
+    proxy.drop["UpdateItem"] = 2
     assert proxied.release("k", "h") is True
     assert semaphore.slot_count("k").count == 0
     assert semaphore.holders("k") == []

@@ -168,7 +168,7 @@ def test_refusal_does_not_reconcile_while_no_lease_can_have_expired(
         assert semaphore.try_acquire("k", f"h{i}", 20) is not None
     with count_requests(semaphore.client) as seen:
         assert semaphore.try_acquire("k", "late", 20) is None
-    assert dict(seen) == {"TransactWriteItems": 1}
+    assert dict(seen) == {"UpdateItem": 1}
 
 
 def test_renew_never_takes_a_slot(

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from durable_semaphore import DynamoDBSemaphore
+from durable_semaphore.store import LEASE_PREFIX, META_SK
 from tests.conftest import FakeClock
 
 HOLDERS = st.sampled_from(["a", "b", "c", "d", "e"])
@@ -101,12 +102,12 @@ class SemaphoreModel(RuleBasedStateMachine):
         holders = self.sem.holders(self.key)
         assert {h.holder: h.expires_at for h in holders} == self.live()
         counter = self.sem.slot_count(self.key).count
-        items = self.sem.client.query(
+        row = self.sem.client.get_item(
             TableName=self.table,
-            KeyConditionExpression="pk = :k AND begins_with(sk, :p)",
-            ExpressionAttributeValues={":k": {"S": self.key}, ":p": {"S": "h#"}},
+            Key={"pk": {"S": self.key}, "sk": {"S": META_SK}},
             ConsistentRead=True,
-        )["Count"]
+        ).get("Item", {})
+        items = sum(1 for name in row if name.startswith(LEASE_PREFIX))
         assert counter == items >= len(holders) >= 0
 
 

@@ -182,13 +182,21 @@ def test_expired_lease_with_waiters_is_handed_to_the_oldest(
     assert sem.acquire("k", "w1", 1, position=1).held
 
 
-def test_uncontended_cycle_costs_two_requests(semaphore: DynamoDBSemaphore) -> None:
+def test_uncontended_cycle_costs_two_single_item_writes(semaphore: DynamoDBSemaphore) -> None:
     semaphore.acquire("k", "warm", 5)
     semaphore.release_slot("k", "warm")
     with count_requests(semaphore.client) as seen:
         assert semaphore.acquire("k", "a", 5).held
         assert semaphore.release_slot("k", "a").released
-    assert dict(seen) == {"TransactWriteItems": 2}
+    assert dict(seen) == {"UpdateItem": 2}
+
+
+def test_first_cycle_on_a_new_key_costs_the_same(semaphore: DynamoDBSemaphore) -> None:
+    """No read and no second variant on a key that has no row yet (per-item keys)."""
+    with count_requests(semaphore.client) as seen:
+        assert semaphore.acquire("fresh", "a", 5).held
+        assert semaphore.release_slot("fresh", "a").released
+    assert dict(seen) == {"UpdateItem": 2}
 
 
 def test_contended_wait_costs_a_constant_number_of_requests(

@@ -485,7 +485,9 @@ def test_reaper_policy_covers_exactly_the_reaper_calls(
     )
     stub.add_response("send_durable_execution_callback_success", {})
     with stub, CallRecorder(ddb_client) as rec:
-        report = Reaper(sem, lam, waker=LambdaCallbackWaker(lam)).reap(page_size=10)
+        report = Reaper(
+            DynamoDBLimiter(semaphore=sem, waker=None), lam, waker=LambdaCallbackWaker(lam)
+        ).reap(page_size=10)
         stub.assert_no_pending_responses()
     assert (report.released_terminal, report.released_expired) == (2, 1)
     assert (report.slots_handed_over, report.waiters_woken) == (1, 1)

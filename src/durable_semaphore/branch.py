@@ -83,6 +83,11 @@ class Scope:
     def holder_prefix(self) -> str:
         return self.limiter.holder_prefix(self.execution_arn, self.operation_id)
 
+    def stored_key(self, holder: str) -> str:
+        """The key ``holder``'s lease is stored under (its shard of this scope's key): what
+        grants carry, so what in-process wake-ups are addressed by."""
+        return self.limiter.place(self.key, holder, self.limit)[0]
+
     def release_now(
         self,
         holder: str,
@@ -138,7 +143,7 @@ def run_gated(scope: Scope, ctx: DurableContext, index: int, body: Callable[[], 
         _renew_on_replay(scope, holder, held)
     keys = HELD_KEYS.set(scope.held_outside | {scope.key})
     try:
-        with signals.active(arn), signals.running(arn, scope.key):
+        with signals.active(arn), signals.running(arn, scope.stored_key(holder)):
             result = body()
     except BaseException as exc:
         if is_terminal(exc):
@@ -190,7 +195,7 @@ def _renew_on_replay(scope: Scope, holder: str, held: Held) -> None:
     if ttl >= BRANCH_LEASE_TTL_SECONDS:
         return
     try:
-        if scope.limiter.semaphore.renew(scope.key, holder, ttl, token=held.token) is None:
+        if scope.limiter.renew(scope.key, holder, token=held.token, limit=scope.limit) is None:
             _lease_lost(scope, holder, "on replay")
     except Exception:
         logger.warning("durable-semaphore: renew of %s failed", holder, exc_info=True)
@@ -209,7 +214,12 @@ def _release_quietly(
     ``report_lost`` is False: a replay repeating a release an earlier invocation made)."""
     try:
         result = scope.limiter.release(
-            scope.key, holder, execution_arn=scope.execution_arn, waited=waited, token=token
+            scope.key,
+            holder,
+            execution_arn=scope.execution_arn,
+            waited=waited,
+            token=token,
+            limit=scope.limit,
         )
     except Exception:
         # A failed release leaks the slot only until the map's sweep, the reaper or expiry.
@@ -367,7 +377,9 @@ def sweep(scope: Scope) -> None:
     failed = attempted = 0
     for _ in range(2):
         try:
-            entries = scope.limiter.semaphore.entries(scope.key, prefix=scope.holder_prefix)
+            entries = scope.limiter.entries(
+                scope.key, prefix=scope.holder_prefix, limit=scope.limit
+            )
         except Exception:
             logger.warning("durable-semaphore: sweep of %s failed", scope.key, exc_info=True)
             return
@@ -377,7 +389,7 @@ def sweep(scope: Scope) -> None:
             attempted += 1
             try:
                 scope.limiter.release(
-                    scope.key,
+                    entry.key,  # the stored key (its shard)
                     entry.holder,
                     execution_arn=scope.execution_arn,
                     waited=entry.holds_slot,  # a queued entry just leaves: no queue read
@@ -401,6 +413,6 @@ def sweep(scope: Scope) -> None:
         # The map's own key is done with: drop its counter, so finished maps leave nothing
         # behind (one conditional request per map that ran here, none on later replays).
         try:
-            scope.limiter.semaphore.forget_if_idle(scope.key)
+            scope.limiter.forget_if_idle(scope.key, limit=scope.limit)
         except Exception:
             logger.warning("durable-semaphore: could not drop %s", scope.key, exc_info=True)

@@ -1,4 +1,6 @@
-"""The durable-semaphore command line: the demo and the lease table's admin commands.
+"""The durable-semaphore command line: the parser, main and the demo commands. The admin
+commands are in :mod:`durable_semaphore.cli_admin`, what every command shares (exit codes,
+the registry, the common options) in :mod:`durable_semaphore.cli_support`.
 
 Exit codes (the same for every command, so scripts can branch on them):
 
@@ -30,16 +32,12 @@ Exit codes (the same for every command, so scripts can branch on them):
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import re
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -50,6 +48,27 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from durable_semaphore import cli_admin
+from durable_semaphore.cli_support import (
+    _REGISTRY,
+    EXIT_AWS_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_NO,
+    EXIT_NO_CREDENTIALS,
+    EXIT_OK,
+    EXIT_PREREQUISITE,
+    EXIT_TABLE_INVALID,
+    EXIT_TABLE_MISSING,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    LOCAL_REGION,
+    Handler,
+    Subcommand,
+    add_common_options,
+    limiter_from_args,
+    register_subcommand,
+    semaphore_from_args,
+)
 from durable_semaphore.errors import (
     ConfigurationError,
     DurableSemaphoreError,
@@ -58,317 +77,32 @@ from durable_semaphore.errors import (
     TableNotFoundError,
     TableSchemaError,
 )
-from durable_semaphore.settings import TABLE_ENV_VAR, resolve_table_name
-from durable_semaphore.store import (
-    GRANTED,
-    DynamoDBSemaphore,
-    Lease,
-    Waiter,
-    admin_client_config,
-    create_client,
-    endpoint_url_problem,
-)
+from durable_semaphore.store import endpoint_url_problem
 
-EXIT_OK = 0
-EXIT_NO = 1
-EXIT_USAGE = 2
-EXIT_TABLE_MISSING = 3
-EXIT_NO_CREDENTIALS = 4
-EXIT_AWS_ERROR = 5
-EXIT_PREREQUISITE = 6
-#: Not EXIT_TABLE_MISSING: its remedy (create-table) would fail on this table, which exists.
-EXIT_TABLE_INVALID = 7
-#: Not EXIT_AWS_ERROR: nothing answered, so the remedy is the endpoint, network or local
-#: server, never the request; a script may wait and retry.
-EXIT_UNREACHABLE = 8
-EXIT_INTERRUPTED = 130
+__all__ = [
+    "EXIT_AWS_ERROR",
+    "EXIT_CODES_HELP",
+    "EXIT_INTERRUPTED",
+    "EXIT_NO",
+    "EXIT_NO_CREDENTIALS",
+    "EXIT_OK",
+    "EXIT_PREREQUISITE",
+    "EXIT_TABLE_INVALID",
+    "EXIT_TABLE_MISSING",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "LOCAL_REGION",
+    "Handler",
+    "Subcommand",
+    "add_common_options",
+    "build_parser",
+    "limiter_from_args",
+    "main",
+    "register_subcommand",
+    "semaphore_from_args",
+]
 
-#: The region used with ``--endpoint-url`` when none is configured: local backends ignore it.
-LOCAL_REGION = "us-east-1"
 DEMO_PNG = "durable-semaphore-demo.png"
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-# -- subcommand registry -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Subcommand:
-    """One ``durable-semaphore NAME`` command.
-
-    ``add_arguments`` fills its parser; ``run`` gets the parsed namespace and returns the exit
-    code. ``common`` adds ``--table/--endpoint-url/--region`` (commands that define their own,
-    like ``reap``, pass False). Errors raised by ``run`` are mapped to exit codes by :func:`main`.
-    """
-
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Handler
-    common: bool = True
-
-
-_REGISTRY: dict[str, Subcommand] = {}
-
-
-def register_subcommand(command: Subcommand) -> None:
-    """Add (or replace) a subcommand. ``bench`` and other tools plug in here, e.g.::
-
-        register_subcommand(Subcommand("bench", "run the store benchmark", add, run))
-
-    Registration at import time of this module (see the bottom) keeps ``--help`` complete.
-    """
-    _REGISTRY[command.name] = command
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--table",
-        default=None,
-        help=f"lease table (default: ${TABLE_ENV_VAR}, else 'durable-semaphore')",
-    )
-    parser.add_argument(
-        "--endpoint-url",
-        default=None,
-        help="DynamoDB endpoint URL, e.g. http://localhost:8000 for a DynamoDB Local",
-    )
-    parser.add_argument(
-        "--region",
-        default=None,
-        help=f"AWS region (default: the AWS configuration; {LOCAL_REGION} with --endpoint-url)",
-    )
-
-
-def semaphore_from_args(
-    args: argparse.Namespace, *, dummy_credentials: bool = False, config: Config | None = None
-) -> DynamoDBSemaphore:
-    """A semaphore on ``--table`` with a client for ``--endpoint-url``/``--region``.
-
-    Real credentials are never invented: only the embedded DynamoDB (a process we started) gets
-    dummy ones, so a misconfigured shell fails with exit code 4 instead of silently working.
-    By default the client gives up quickly (:func:`admin_client_config`): a person is waiting.
-    A workload that must ride out throttling (the demo) passes ``default_client_config()``.
-    """
-    import boto3
-
-    # A fresh session: boto3's default one caches credentials resolved earlier in the process.
-    session = boto3.session.Session()
-    region = args.region
-    if region is None and args.endpoint_url is not None:
-        region = session.region_name or LOCAL_REGION
-    kwargs: dict[str, Any] = {}
-    if dummy_credentials:
-        kwargs = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-    client = create_client(
-        session=session,
-        endpoint_url=args.endpoint_url,
-        region_name=region,
-        config=config if config is not None else admin_client_config(),
-        **kwargs,
-    )
-    return DynamoDBSemaphore(resolve_table_name(args.table), client=client)
-
-
-# -- admin commands ----------------------------------------------------------------------------
-
-
-def _iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
-
-
-def _add_status(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("key", help="the semaphore key (a limiter name, or ARN#operation id)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _status(args: argparse.Namespace) -> int:
-    """Holders of KEY with state, expiry and execution, its wait queue in order, and the
-    stored counters (which may include expired leases and dead waiters not yet cleared).
-
-    Dead queue entries are listed (``expired``) because they still occupy their place until a
-    release drops them; ``waiting`` counts only the live ones. A waiter's place is shown as how
-    many entries are ahead of it (and how many of those are live), not its sequence number:
-    sequence numbers order the queue but count arrivals, so they say nothing about the wait.
-    """
-    sem = semaphore_from_args(args)
-    now = sem.now()
-    entries = sem.entries(args.key)
-    leases = sorted((e for e in entries if e.holds_slot), key=lambda lease: lease.acquired_at)
-    # The queue marker knows when its holder joined; the queue entry only when it expires.
-    markers = {e.holder: e for e in entries if not e.holds_slot}
-    queue = sem.waiters(args.key)
-    count = sem.slot_count(args.key)
-    waiting = sum(1 for w in queue if w.is_live(now))
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "key": args.key,
-                    "table": sem.table_name,
-                    "live": len(leases),
-                    "count": count.count,
-                    "waiting": waiting,
-                    "queue_count": count.waiters,
-                    "holders": [
-                        {
-                            "holder": lease.holder,
-                            "state": lease.state,
-                            "acquired_at": _iso(lease.acquired_at),
-                            "expires_at": _iso(lease.expires_at),
-                            # Whole seconds left, rounded down: the store rounds the expiry
-                            # up to its TTL second, so rounding to nearest could report more
-                            # time than the lease was granted.
-                            "expires_in_seconds": max(0, int(lease.expires_at - now)),
-                            "execution_arn": lease.execution_arn,
-                        }
-                        for lease in leases
-                    ],
-                    "waiters": [
-                        _waiter_json(queue, ahead, markers.get(waiter.holder), now)
-                        for ahead, waiter in enumerate(queue)
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return EXIT_OK
-    print(
-        f"key {args.key!r} in table {sem.table_name!r}: {len(leases)} live lease(s), "
-        f"{waiting} waiting"
-    )
-    if count.count != len(leases):
-        print(
-            f"  counter says {count.count}: {count.count - len(leases)} expired lease(s) not "
-            "reclaimed yet (the next full acquire, or durable-semaphore reap, reclaims them)"
-        )
-    if count.waiters != len(queue):
-        print(f"  counter says {count.waiters} waiting: the next release or acquire repairs it")
-    for lease in leases:
-        print(f"  holder     {lease.holder}")
-        if lease.state == GRANTED:
-            print("    state    granted: handed over from the queue, not claimed yet")
-        print(f"    expires  {_iso(lease.expires_at)} (in {_duration(lease.expires_at - now)})")
-        print(f"    acquired {_iso(lease.acquired_at)}")
-        print(f"    execution {lease.execution_arn or '-'}")
-    for ahead, waiter in enumerate(queue):
-        marker = markers.get(waiter.holder)
-        print(f"  waiter     {waiter.holder}")
-        print(f"    ahead    {_ahead(queue, ahead, now)}")
-        if marker is not None:
-            queued_for = _duration(now - marker.acquired_at)
-            print(f"    queued   {_iso(marker.acquired_at)} ({queued_for} ago)")
-        if waiter.is_live(now):
-            left = _duration(waiter.expires_at - now)
-            print(f"    expires  {_iso(waiter.expires_at)} (in {left} unless it checks in)")
-        else:
-            print(f"    expired  {_iso(waiter.expires_at)} (dead: dropped when reached)")
-        print(f"    wake     {'callback' if waiter.callback_id else 'polls'}")
-        print(f"    execution {waiter.execution_arn or '-'}")
-    return EXIT_OK
-
-
-def _ahead(queue: Sequence[Waiter], ahead: int, now: float) -> str:
-    """``N ahead`` for the text output; the live count only when dead entries are among them."""
-    live = sum(1 for w in queue[:ahead] if w.is_live(now))
-    if live == ahead:
-        return f"{ahead} ahead"
-    return f"{ahead} ahead ({live} live; the expired are dropped when reached)"
-
-
-def _waiter_json(
-    queue: Sequence[Waiter], ahead: int, marker: Lease | None, now: float
-) -> dict[str, Any]:
-    """The queue entry ``queue[ahead]`` for ``status --json``; ``queued_*`` are None when its
-    marker is gone. ``ahead`` counts the entries before it, ``live_ahead`` the live ones."""
-    waiter = queue[ahead]
-    return {
-        "holder": waiter.holder,
-        "ahead": ahead,
-        "live_ahead": sum(1 for w in queue[:ahead] if w.is_live(now)),
-        "queued_at": _iso(marker.acquired_at) if marker is not None else None,
-        "queued_seconds": max(0, int(now - marker.acquired_at)) if marker is not None else None,
-        "expires_at": _iso(waiter.expires_at),
-        "expires_in_seconds": max(0, int(waiter.expires_at - now)),
-        "expired": not waiter.is_live(now),
-        "callback": waiter.callback_id is not None,
-        "execution_arn": waiter.execution_arn,
-    }
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s"
-
-
-def _add_release(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("key", help="the semaphore key")
-    parser.add_argument("holder", help="the holder id (see: durable-semaphore status KEY)")
-    parser.epilog = (
-        "A holder that waits in the queue leaves it (exit 0). A released slot goes to the "
-        "oldest waiter, who finds it at its next check. Exit 1 when the holder neither holds a "
-        "live lease nor waits."
-    )
-
-
-def _release(args: argparse.Namespace) -> int:
-    """Free one holder's slot by hand (e.g. after an execution was deleted), or take a waiting
-    holder out of the queue; exit 0 for either, 1 when there was nothing to release."""
-    sem = semaphore_from_args(args)
-    result = sem.release_slot(args.key, args.holder)
-    if result.left_queue:
-        print(f"{args.holder!r} was waiting on {args.key!r}: it left the queue (it held no slot)")
-        return EXIT_OK
-    if result.released:
-        print(f"released {args.holder!r} on {args.key!r}")
-        if result.grant is not None:
-            print(
-                f"  the slot was handed to {result.grant.holder!r}, the oldest waiter; it takes "
-                "it at its next check"
-            )
-        return EXIT_OK
-    print(
-        f"{args.holder!r} holds no live lease on {args.key!r} and is not queued; nothing released"
-    )
-    return EXIT_NO
-
-
-def _add_create_table(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-wait", action="store_true", help="return before the table is ACTIVE")
-
-
-def _create_table(args: argparse.Namespace) -> int:
-    """Create the lease table (on-demand billing, TTL on expires_at); idempotent."""
-    sem = semaphore_from_args(args)
-    created = sem.create_table(wait=not args.no_wait)
-    print(f"table {sem.table_name!r} {'created' if created else 'already exists'}")
-    return EXIT_OK
-
-
-def _add_reap(parser: argparse.ArgumentParser) -> None:
-    try:
-        from durable_semaphore import reaper
-    except ImportError:
-        _add_common(parser)  # so that `reap --help` still shows something sensible
-        return
-    reaper.add_cli_arguments(parser)
-
-
-def _reap(args: argparse.Namespace) -> int:
-    """Delegate to the reaper: release leases of finished executions, reclaim expired ones."""
-    try:
-        from durable_semaphore import reaper
-    except ImportError as exc:
-        raise PrerequisiteError(f"the reaper is not available in this build: {exc}") from exc
-    result: int = reaper.run_cli(args)
-    return result
 
 
 # -- demo --------------------------------------------------------------------------------------
@@ -416,6 +150,11 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(  # the option before --clock existed
         "--real-time", dest="clock", action="store_const", const="real", help=argparse.SUPPRESS
     )
+    _add_demo_settings(parser)
+
+
+def _add_demo_settings(parser: argparse.ArgumentParser) -> None:
+    """The demo's waiting settings and its output."""
     parser.add_argument(
         "--max-backoff",
         type=float,
@@ -484,21 +223,27 @@ for _command in (
     Subcommand(
         "status",
         "show a key's holders and waiters, their expiry and execution",
-        _add_status,
-        _status,
+        cli_admin.add_status,
+        cli_admin.status,
     ),
     Subcommand(
-        "release", "release one holder's lease (or queue entry) on a key", _add_release, _release
+        "release",
+        "release one holder's lease (or queue entry) on a key",
+        cli_admin.add_release,
+        cli_admin.release,
     ),
     Subcommand(
         "reap",
         "release leases of finished executions and reclaim expired ones",
-        _add_reap,
-        _reap,
+        cli_admin.add_reap,
+        cli_admin.reap,
         common=False,
     ),
     Subcommand(
-        "create-table", "create the lease table if missing", _add_create_table, _create_table
+        "create-table",
+        "create the lease table if missing",
+        cli_admin.add_create_table,
+        cli_admin.create_table,
     ),
     Subcommand(
         "local-dynamodb",
@@ -546,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_arguments(child)
         if command.common:
-            _add_common(child)
+            add_common_options(child)
         child.epilog = _epilog(child.epilog)
         child.set_defaults(func=command.run)
     return parser

@@ -11,12 +11,14 @@ none barges past it), and polls its own queue entry with jittered backoff; a pol
 the key holding an expired lease frees it and hands it on, so waiters alone keep the queue
 moving. A release in the same process wakes it at once; a release elsewhere hands the slot to
 it in the releasing transaction, and it notices at its next poll. While held, a daemon thread
-renews the lease, so the lease can be short: a crashed process frees its slot within
-``ttl_seconds`` (plus the store's clock-skew margin), not a day later.
+(:mod:`durable_semaphore.heartbeat`) renews the lease, so the lease can be short: a crashed
+process frees its slot within ``ttl_seconds`` (plus the store's clock-skew margin), not a day
+later.
 
-Every store call runs under a time budget (:mod:`durable_semaphore.deadline`), so a timeout
-bounds wall time whatever DynamoDB does, and a lease whose renewals do not come back is
-counted lost at its expiry, before anyone else can be admitted.
+Every call runs under a time budget (:mod:`durable_semaphore.deadline`), so a timeout bounds
+wall time whatever DynamoDB does, and a lease whose renewals do not come back is counted lost
+at its expiry, before anyone else can be admitted. A hold calls only its limiter's methods
+(:class:`HoldLimiter`), never the store behind it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from botocore.exceptions import (
     ClientError,
@@ -50,21 +52,21 @@ from durable_semaphore.errors import (
     DurableSemaphoreError,
     InvalidArgumentError,
 )
+from durable_semaphore.heartbeat import Heartbeat, fence
 from durable_semaphore.retry import is_transient_error
 from durable_semaphore.store import (
     AcquireResult,
-    DynamoDBSemaphore,
     Grant,
     Lease,
     ReleaseResult,
-    _validate_holder,
-    _validate_ttl,
 )
+from durable_semaphore.store.validate import validate_holder, validate_ttl
 from durable_semaphore.wake import LocalSignals
 
 
 class HoldLimiter(Protocol):
-    """What a hold needs of its limiter (a named :class:`~durable_semaphore.DynamoDBLimiter`).
+    """What a hold needs of its limiter (a named :class:`~durable_semaphore.DynamoDBLimiter`):
+    its facade methods only, never the store behind it.
 
     A protocol, so that this module does not import the limiter that builds holds: the
     dependency runs one way, limiter -> hold.
@@ -75,8 +77,38 @@ class HoldLimiter(Protocol):
     jitter: bool
     signals: LocalSignals
 
-    @property
-    def semaphore(self) -> DynamoDBSemaphore: ...
+    def now(self) -> float: ...
+
+    def guard_deadlines(self) -> None: ...
+
+    def place(self, key: str, holder: str, limit: int | None) -> tuple[str, int | None]: ...
+
+    def acquire(
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        *,
+        ttl_seconds: float | None = ...,
+        position: int | None = ...,
+        queue_ttl_seconds: float | None = ...,
+        enqueue: bool = ...,
+        wake: bool = ...,
+    ) -> AcquireResult: ...
+
+    def release(
+        self,
+        key: str,
+        holder: str,
+        *,
+        waited: bool = ...,
+        token: str | None = ...,
+        wake: bool = ...,
+    ) -> ReleaseResult: ...
+
+    def renew(
+        self, key: str, holder: str, *, ttl_seconds: float | None = ..., token: str | None = ...
+    ) -> Lease | None: ...
 
     def wake(self, grant: Grant, *, releaser_arn: str | None = None) -> object: ...
 
@@ -109,8 +141,6 @@ _HEARTBEAT_FRACTION = 1 / 3
 #: The :class:`~durable_semaphore.wake.LocalSignals` scope of holds. Holds have no execution
 #: ARN (the reaper would ask Lambda about one), so they share this scope, which no ARN equals.
 HOLD_SIGNAL_SCOPE = "durable-semaphore:hold"
-#: How long leaving the block waits for an in-flight renewal before releasing anyway.
-_HEARTBEAT_JOIN_SECONDS = 1.0
 #: A request started before the timeout may take this long past it before the hold stops
 #: waiting for it (a last poll just before the deadline deserves its answer).
 _CALL_GRACE_SECONDS = 0.5
@@ -120,9 +150,6 @@ _LEAVE_SECONDS = 1.0
 _RELEASE_SECONDS = 5.0
 #: ``hold(timeout=t)`` returns or raises within ``t`` plus this, whatever DynamoDB does.
 TIMEOUT_BOUND_SECONDS = _CALL_GRACE_SECONDS + _LEAVE_SECONDS
-#: ``lost`` turns True this long before the lease's expiry on the holder's clock, so that it
-#: is never late by a timer's jitter.
-_LOSS_LEAD_SECONDS = 0.1
 _THROTTLE_CODES = frozenset(
     {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"}
 )
@@ -144,16 +171,6 @@ def _seconds(name: str, value: object, *, allow_zero: bool, none_means: str | No
         raise InvalidArgumentError(
             name, value, f"must be a finite number of seconds {relation}{hint}"
         )
-
-
-def _fence(lease: Lease) -> dict[str, Any]:
-    """The one spot the lease's fencing token is passed to ``renew``/``release_slot``.
-
-    With the token, a lease this hold no longer owns (expired and taken again under the same
-    holder id) is never renewed or freed by it. Leases from a store without tokens have none.
-    """
-    token = getattr(lease, "token", None)
-    return {"token": token} if token is not None else {}
 
 
 def _cause(err: BaseException | None) -> str | None:
@@ -221,7 +238,7 @@ class Hold:
                 "per-operation limiter belongs to one map or parallel",
             )
         _seconds("timeout", timeout, allow_zero=True, none_means="wait forever")
-        ttl = _validate_ttl(ttl_seconds)
+        ttl = validate_ttl(ttl_seconds)
         _seconds("max_poll_seconds", max_poll_seconds, allow_zero=False, none_means=None)
         _seconds("heartbeat_seconds", heartbeat_seconds, allow_zero=False, none_means="use ttl/3")
         if heartbeat_seconds is not None and heartbeat_seconds >= ttl:
@@ -231,7 +248,7 @@ class Hold:
         if on_lost is not None and not callable(on_lost):
             raise InvalidArgumentError("on_lost", on_lost, "must be a function of the Hold")
         if holder is not None:
-            _validate_holder(holder)
+            validate_holder(holder)
         self.limiter = limiter
         self.key: str = limiter.name
         self.limit: int = limiter.limit
@@ -253,7 +270,7 @@ class Hold:
         self.waited = False
         self.lost = False
         self.lost_reason: str | None = None
-        self._heartbeat: _Heartbeat | None = None
+        self._heartbeat: Heartbeat | None = None
         self._lost_lock = threading.Lock()
         #: Bumped by every acquire, so a late answer to an abandoned call of an earlier one
         #: never undoes a later one.
@@ -262,7 +279,7 @@ class Hold:
     def __repr__(self) -> str:
         return f"Hold(key={self.key!r}, holder={self.holder!r}, held={self.lease is not None})"
 
-    # -- calls to the store, within the time budget ---------------------------------------------
+    # -- calls through the limiter, within the time budget ------------------------------------
 
     def _call(
         self,
@@ -287,7 +304,7 @@ class Hold:
         """
         if self.lease is not None:
             raise DurableSemaphoreError(f"{self!r} already holds its slot; release it first")
-        budget.guard(self.limiter.semaphore.client)
+        self.limiter.guard_deadlines()
         started = time.monotonic()
         deadline = None if self.timeout is None else started + self.timeout
         self._generation += 1
@@ -305,13 +322,13 @@ class Hold:
         self.lease = lease
         self.position = None
         observability.lease_waited(self.key, self.holder, time.monotonic() - started)
-        self._heartbeat = _Heartbeat(self)
+        self._heartbeat = Heartbeat(self)
         self._heartbeat.start()
         return lease
 
     def _poll(self, deadline: float | None) -> AcquireResult:
         """One acquire-or-check-in; a call still unanswered after the grace is abandoned."""
-        sem = self.limiter.semaphore
+        limiter = self.limiter
         generation = self._generation
 
         def undo_late(result: AcquireResult) -> None:
@@ -321,19 +338,20 @@ class Hold:
             ours = generation == self._generation and self.lease is None
             if ours and (result.lease is not None or result.queued):
                 with budget.budget(time.monotonic() + _LEAVE_SECONDS):
-                    outcome = sem.release_slot(self.key, self.holder)
+                    outcome = limiter.release(self.key, self.holder, wake=False)
                 if outcome.grant is not None:
                     self._wake(outcome.grant)
 
         return self._call(
-            lambda: sem.acquire(
+            lambda: limiter.acquire(
                 self.key,
                 self.holder,
                 self.limit,
-                self.ttl_seconds,
+                ttl_seconds=self.ttl_seconds,
                 enqueue=True,
                 position=self.position,
                 queue_ttl_seconds=self.queue_ttl_seconds,
+                wake=False,  # woken by _wake, which logs a failed wake-up instead of raising
             ),
             None if deadline is None else deadline + _CALL_GRACE_SECONDS,
             "acquire",
@@ -344,7 +362,8 @@ class Hold:
         polls = 0
         last_error: Exception | None = None
         # Registered before the first check, so a hand-off in between is not missed.
-        with self.limiter.signals.waiting(HOLD_SIGNAL_SCOPE, self.key, self.holder) as woken:
+        stored = self.limiter.place(self.key, self.holder, None)[0]
+        with self.limiter.signals.waiting(HOLD_SIGNAL_SCOPE, stored, self.holder) as woken:
             while True:
                 woken.clear()  # a wake-up before this check is seen by the check itself
                 try:
@@ -399,13 +418,13 @@ class Hold:
             if result.grant is not None:
                 self._wake(result.grant)
 
-        sem = self.limiter.semaphore
+        limiter = self.limiter
         try:
             # No token: a queue marker has none, and a slot granted in the race carries one we
             # were never told. The holder id is this hold's own. Not ``waiters_likely``: that
             # starts with a hand-off from the queue head, which may be this very waiter.
             result = self._call(
-                lambda: sem.release_slot(self.key, self.holder),
+                lambda: limiter.release(self.key, self.holder, wake=False),
                 time.monotonic() + _LEAVE_SECONDS,
                 "leave",
                 wake_late,
@@ -452,7 +471,7 @@ class Hold:
         if heartbeat is not None:
             heartbeat.stop()
         self.lease = None
-        sem = self.limiter.semaphore
+        limiter = self.limiter
 
         def wake_late(result: ReleaseResult) -> None:
             if result.grant is not None:
@@ -460,8 +479,8 @@ class Hold:
 
         try:
             result = self._call(
-                lambda: sem.release_slot(
-                    self.key, self.holder, waiters_likely=self.waited, **_fence(lease)
+                lambda: limiter.release(
+                    self.key, self.holder, waited=self.waited, token=fence(lease), wake=False
                 ),
                 time.monotonic() + _RELEASE_SECONDS,
                 "release",
@@ -492,58 +511,10 @@ class Hold:
     ) -> None:
         self.release()
 
-    # -- heartbeat -----------------------------------------------------------------------------
-
-    def _seconds_left(self) -> float | None:
-        """Seconds until this hold must count its lease as lost (None: not held)."""
-        lease = self.lease
-        if lease is None:
-            return None
-        return lease.expires_at - self.limiter.semaphore.now() - _LOSS_LEAD_SECONDS
-
-    def _renew(self, stopped: threading.Event) -> bool:
-        """One heartbeat: extend the lease; False once it is lost (stop beating).
-
-        The renew call is abandoned when the lease runs out before it answers: a renewal
-        stuck on the network must not keep ``lost`` False past the expiry.
-        """
-        lease = self.lease
-        left = self._seconds_left()
-        if lease is None or left is None or stopped.is_set():
-            return False
-        if left <= 0:
-            self._mark_lost("no renewal came back before it expired")
-            return False
-        sem = self.limiter.semaphore
-        try:
-            renewed = budget.call_within(
-                time.monotonic() + left,
-                lambda: sem.renew(self.key, self.holder, self.ttl_seconds, **_fence(lease)),
-                what=f"renew {self.key}",
-            )
-        except Exception as exc:
-            if stopped.is_set():
-                return False
-            left = self._seconds_left()
-            if left is not None and left > 0 and not isinstance(exc, DeadlineExceededError):
-                logger.warning(
-                    "durable-semaphore: renewing %s on %s failed, will retry: %r",
-                    self.holder,
-                    self.key,
-                    exc,
-                )
-                return True
-            self._mark_lost("no renewal came back before it expired")
-            return False
-        if stopped.is_set():
-            return False  # released meanwhile: a None here is the release, not a loss
-        if renewed is None:
-            self._mark_lost("it was no longer held when renewed (revoked, or expired)")
-            return False
-        self.lease = renewed
-        return True
+    # -- losing the lease (told by the heartbeat, :mod:`durable_semaphore.heartbeat`) ----------
 
     def _mark_lost(self, reason: str) -> None:
+        """Count the lease as lost, once: set ``lost``, log, report, and call ``on_lost``."""
         with self._lost_lock:
             if self.lost:
                 return
@@ -563,49 +534,6 @@ class Hold:
                 logger.warning(
                     "durable-semaphore: on_lost of %s raised", self.holder, exc_info=True
                 )
-
-
-class _Heartbeat:
-    """A daemon thread renewing a hold's lease every ``heartbeat_seconds`` until stopped, and
-    declaring it lost at its expiry if no renewal came back by then.
-
-    Daemon, so a renewal stuck on the network never keeps the interpreter alive.
-    """
-
-    def __init__(self, hold: Hold) -> None:
-        self._hold = hold
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"durable-semaphore-heartbeat-{hold.key}", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(_HEARTBEAT_JOIN_SECONDS)
-
-    def _run(self) -> None:
-        hold = self._hold
-        pause = hold.heartbeat_seconds
-        try:
-            while True:
-                left = hold._seconds_left()
-                if left is None:
-                    return
-                # Never sleep past the moment the lease must be counted lost.
-                if self._stopped.wait(max(0.0, min(pause, left))):
-                    return
-                renewed = hold.lease
-                if not hold._renew(self._stopped):
-                    return
-                # After a failed renewal, try again sooner than a full beat.
-                failed = hold.lease is renewed
-                pause = hold.heartbeat_seconds / 3 if failed else hold.heartbeat_seconds
-        except Exception:  # pragma: no cover - _renew handles store errors itself
-            logger.exception("durable-semaphore: heartbeat of %s stopped", hold.holder)
 
 
 def holding(

@@ -1,8 +1,14 @@
-"""The limiter policy: which key a branch leases, under which holder id, and how long it waits.
+"""The limiter: the policy, and the one facade over the lease store.
 
-This module knows nothing about the durable SDK (``sdk.py`` owns that). It turns the
-``limiter=`` value of a map or parallel into a scope key, a limit and deterministic holder ids,
-and computes the backoff between acquire attempts, so the policy can be tested without a runner.
+The policy: which key a branch leases, under which holder id, and how long it waits. This
+module knows nothing about the durable SDK (``sdk.py`` owns that). It turns the ``limiter=``
+value of a map or parallel into a scope key, a limit and deterministic holder ids, and computes
+the backoff between acquire attempts, so the policy can be tested without a runner.
+
+The facade: the SDK integration, ``hold()``, the reaper and the CLI call only methods of
+:class:`DynamoDBLimiter` (acquire and release here, because they wake waiters; the plain store
+calls in :class:`~durable_semaphore._store_access.StoreAccess`), never the store itself. The
+reaper and the CLI use a limiter without a name, whose methods take the key per call.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal, ParamSpec, TypeVar
 
+from durable_semaphore._store_access import StoreAccess
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.hold import (
     DEFAULT_HOLD_TTL_SECONDS,
@@ -28,10 +35,9 @@ from durable_semaphore.store import (
     DynamoDBSemaphore,
     Grant,
     ReleaseResult,
-    _validate_key,
-    _validate_ttl,
-    validate_clock_skew,
 )
+from durable_semaphore.store.shards import all_shards, min_shards, placement, validate_shards
+from durable_semaphore.store.validate import validate_key, validate_ttl
 from durable_semaphore.wake import (
     WAKER_ENV_VAR,
     LambdaCallbackWaker,
@@ -79,14 +85,80 @@ def _check_positive(name: str, value: float, *, minimum: float = 0.0, strict: bo
         raise InvalidArgumentError(name, value, f"must be a number {relation} {minimum}")
 
 
-class DynamoDBLimiter:
+def _check_scope(name: str | None, limit: int | None) -> None:
+    """A name is a key as written (the store's key rule); a named limiter needs its limit."""
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidArgumentError("name", name, "must be a non-empty string or None")
+    if name is not None and name != name.strip():
+        # The name is the key as written; "x" and " x " would be two different limits.
+        raise InvalidArgumentError(
+            "name", name, "must not start or end with whitespace (it is the key as written)"
+        )
+    if name is not None:
+        # The store's key rule (2,048 UTF-8 bytes, no lone surrogate), checked here so a
+        # bad name fails at construction rather than at the first branch that uses it.
+        try:
+            validate_key(name)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError("name", name, exc.reason) from None
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise InvalidArgumentError("limit", limit, "must be an int >= 1 or None")
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise InvalidArgumentError("limit", limit, f"must be from 1 to {MAX_LIMIT:,}")
+    if name is not None and limit is None:
+        raise InvalidArgumentError(
+            "limit", limit, f"a named limiter ({name!r}) needs an explicit limit shared by all"
+        )
+
+
+def _check_shards(shards: object, limit: int | None) -> None:
+    if shards is None:
+        return
+    if limit is not None:
+        validate_shards(shards, limit)
+    elif isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise InvalidArgumentError("shards", shards, "must be an integer >= 1 or None")
+
+
+def _check_backoff(initial: float, multiplier: float, maximum: float) -> None:
+    _check_positive("initial_delay_seconds", initial)
+    _check_positive("backoff_multiplier", multiplier, minimum=1.0, strict=False)
+    _check_positive("max_delay_seconds", maximum)
+    if maximum < initial:
+        raise InvalidArgumentError("max_delay_seconds", maximum, "must be >= initial_delay_seconds")
+
+
+def _check_waking(wake_timeout_seconds: object, local_wait_seconds: float, waker: object) -> None:
+    if (
+        isinstance(wake_timeout_seconds, bool)
+        or not isinstance(wake_timeout_seconds, int)
+        or wake_timeout_seconds < 1
+    ):
+        raise InvalidArgumentError(
+            "wake_timeout_seconds", wake_timeout_seconds, "must be an integer >= 1"
+        )
+    if wake_timeout_seconds > MAX_WAKE_TIMEOUT_SECONDS:
+        raise InvalidArgumentError(
+            "wake_timeout_seconds",
+            wake_timeout_seconds,
+            f"must be at most {MAX_WAKE_TIMEOUT_SECONDS} (a day)",
+        )
+    _check_positive("local_wait_seconds", local_wait_seconds, strict=False)
+    if not (waker is None or waker in ("auto", "lambda") or isinstance(waker, Waker)):
+        raise InvalidArgumentError(
+            "waker", waker, "must be None, 'auto', 'lambda' or a Waker (with a wake method)"
+        )
+
+
+class DynamoDBLimiter(StoreAccess):
     """A concurrency limit enforced with leases in a DynamoDB table.
 
     * ``name`` given: one limit shared by every execution that uses the same name (the key is the
       name). ``limit`` is then required, because every user of the key must agree on it.
     * ``name`` omitted: the limit is scoped to one map or parallel operation of one execution
       (the same scope as ``limiter="dynamodb"``), and ``limit`` defaults to ``max_concurrency``.
-      Use this form to change the table, client or backoff of the per-operation scope.
+      Use this form to change the table, client or backoff of the per-operation scope. It is
+      also the table-wide facade of the reaper and the CLI (their methods take the key).
 
     Waiting for a slot uses capped exponential backoff with full jitter:
     ``delay(n) = max(1, ceil(uniform(0, min(max_delay, initial_delay * multiplier**(n-1)))))``
@@ -113,83 +185,31 @@ class DynamoDBLimiter:
         local_wait_seconds: float = 2.0,
         signals: LocalSignals | None = None,
         clock_skew_seconds: float | None = None,
+        shards: int | None = None,
     ) -> None:
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise InvalidArgumentError("name", name, "must be a non-empty string or None")
-        if name is not None and name != name.strip():
-            # The name is the key as written; "x" and " x " would be two different limits.
-            raise InvalidArgumentError(
-                "name", name, "must not start or end with whitespace (it is the key as written)"
-            )
-        if name is not None:
-            # The store's key rule (2,048 UTF-8 bytes, no lone surrogate), checked here so a
-            # bad name fails at construction rather than at the first branch that uses it.
-            try:
-                _validate_key(name)
-            except InvalidArgumentError as exc:
-                raise InvalidArgumentError("name", name, exc.reason) from None
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise InvalidArgumentError("limit", limit, "must be an int >= 1 or None")
-        if limit is not None and not 1 <= limit <= MAX_LIMIT:
-            raise InvalidArgumentError("limit", limit, f"must be from 1 to {MAX_LIMIT:,}")
-        if name is not None and limit is None:
-            raise InvalidArgumentError(
-                "limit", limit, f"a named limiter ({name!r}) needs an explicit limit shared by all"
-            )
-        _validate_ttl(ttl_seconds)  # the store's rule, so a bad TTL fails here, not per branch
-        _check_positive("initial_delay_seconds", initial_delay_seconds)
-        _check_positive("backoff_multiplier", backoff_multiplier, minimum=1.0, strict=False)
-        _check_positive("max_delay_seconds", max_delay_seconds)
-        if max_delay_seconds < initial_delay_seconds:
-            raise InvalidArgumentError(
-                "max_delay_seconds", max_delay_seconds, "must be >= initial_delay_seconds"
-            )
-        if (
-            isinstance(wake_timeout_seconds, bool)
-            or not isinstance(wake_timeout_seconds, int)
-            or wake_timeout_seconds < 1
-        ):
-            raise InvalidArgumentError(
-                "wake_timeout_seconds", wake_timeout_seconds, "must be an integer >= 1"
-            )
-        if wake_timeout_seconds > MAX_WAKE_TIMEOUT_SECONDS:
-            raise InvalidArgumentError(
-                "wake_timeout_seconds",
-                wake_timeout_seconds,
-                f"must be at most {MAX_WAKE_TIMEOUT_SECONDS} (a day)",
-            )
-        _check_positive("local_wait_seconds", local_wait_seconds, strict=False)
-        if not (waker is None or waker in ("auto", "lambda") or isinstance(waker, Waker)):
-            raise InvalidArgumentError(
-                "waker", waker, "must be None, 'auto', 'lambda' or a Waker (with a wake method)"
-            )
-        if semaphore is not None and (table_name is not None or client is not None):
-            raise InvalidArgumentError(
-                "semaphore", semaphore, "pass either semaphore or table_name/client, not both"
-            )
-        if clock_skew_seconds is not None:
-            validate_clock_skew(clock_skew_seconds)
-            if semaphore is not None:
-                raise InvalidArgumentError(
-                    "clock_skew_seconds",
-                    clock_skew_seconds,
-                    "set it on the DynamoDBSemaphore you pass (semaphore=), not on both",
-                )
-        #: Others reclaim a lease only once it is expired by more than this (None: the
-        #: store's default, 30 s). See :class:`DynamoDBSemaphore`.
-        self.clock_skew_seconds = clock_skew_seconds
+        _check_scope(name, limit)
+        _check_shards(shards, limit)
+        validate_ttl(ttl_seconds)  # the store's rule, so a bad TTL fails here, not per branch
+        _check_backoff(initial_delay_seconds, backoff_multiplier, max_delay_seconds)
+        _check_waking(wake_timeout_seconds, local_wait_seconds, waker)
+        super().__init__(
+            table_name=table_name,
+            client=client,
+            semaphore=semaphore,
+            clock_skew_seconds=clock_skew_seconds,
+            ttl_seconds=ttl_seconds,
+        )
         self.name = name
         self.limit = limit
-        self.table_name = table_name
-        self.client = client
-        self.ttl_seconds = float(ttl_seconds)
+        #: Counter items one limit is spread over (None: the fewest that carry it, see
+        #: :func:`durable_semaphore.store.shards.min_shards`). More lift the per-key ceiling
+        #: of one partition, at the price of FIFO order across shards (docs/store.md).
+        self.shards = shards
         self.initial_delay_seconds = float(initial_delay_seconds)
         self.backoff_multiplier = float(backoff_multiplier)
         self.max_delay_seconds = float(max_delay_seconds)
         self.jitter = jitter
         self._random = random_source if random_source is not None else random.random
-        self._semaphore = semaphore
-        self._lock = threading.Lock()
         #: Timeout of a waiting branch's first callback: the fallback for a wake-up that was
         #: never sent (a releaser that died between hand-off and wake-up, a refused API call).
         #: Live releasers wake waiters at once, so this is not how long anyone normally waits.
@@ -207,29 +227,33 @@ class DynamoDBLimiter:
             f"table_name={self.table_name!r})"
         )
 
-    # -- store ---------------------------------------------------------------------------------
+    # -- sharding ------------------------------------------------------------------------------
 
-    @property
-    def semaphore(self) -> DynamoDBSemaphore:
-        """The lease store, created on first use (creating a boto3 client costs tens of ms).
+    def shards_for(self, limit: int) -> int:
+        """How many counter items carry ``limit``: as configured, but never fewer than the
+        limit needs, nor more than its slots."""
+        return min(limit, max(self.shards or 1, min_shards(limit)))
 
-        With no ``client``, a missing region or a malformed endpoint URL in the environment
-        raises :class:`~durable_semaphore.errors.ConfigurationError` here, at the first use,
-        rather than botocore's ``NoRegionError``; nothing is cached, so a fixed environment
-        works at the next use.
-        """
-        if self._semaphore is None:
-            with self._lock:
-                if self._semaphore is None:
-                    kwargs: dict[str, Any] = {}
-                    if self.clock_skew_seconds is not None:
-                        kwargs["clock_skew_seconds"] = self.clock_skew_seconds
-                    self._semaphore = DynamoDBSemaphore(
-                        table_name=resolve_table_name(self.table_name),
-                        client=self.client,
-                        **kwargs,
-                    )
-        return self._semaphore
+    def place(self, key: str, holder: str, limit: int | None) -> tuple[str, int | None]:
+        """The stored key (and its share of the limit) of ``holder`` under the logical
+        ``key``. ``limit`` None means ``key`` is already a stored key (as the reaper and the
+        CLI find them in the table), except for this limiter's own name."""
+        limit = self._logical_limit(key, limit)
+        if limit is None:
+            return key, None
+        return placement(key, holder, limit, self.shards_for(limit))
+
+    def stored_keys(self, key: str, limit: int | None) -> list[str]:
+        """Every stored key of the logical ``key`` (one per shard)."""
+        limit = self._logical_limit(key, limit)
+        if limit is None:
+            return [key]
+        return [stored for stored, _ in all_shards(key, limit, self.shards_for(limit))]
+
+    def _logical_limit(self, key: str, limit: int | None) -> int | None:
+        if limit is None and self.name is not None and key == self.name:
+            return self.limit
+        return limit
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -287,6 +311,7 @@ class DynamoDBLimiter:
         holder: str,
         limit: int,
         *,
+        ttl_seconds: float | None = None,
         execution_arn: str | None = None,
         position: int | None = None,
         callback_id: str | None = None,
@@ -294,14 +319,18 @@ class DynamoDBLimiter:
         queue_ttl_seconds: float | None = None,
         enqueue: bool = True,
         queue_first: bool = False,
+        wake: bool = True,
     ) -> AcquireResult:
-        """Take a slot or keep a place in the queue (see :meth:`DynamoDBSemaphore.acquire`);
-        wakes any waiter the call handed a slot to on the way."""
+        """Take a slot or keep a place in the queue (see :meth:`DynamoDBSemaphore.acquire`),
+        for the limiter's lease TTL unless ``ttl_seconds`` is given; wakes any waiter the call
+        handed a slot to on the way (``wake=False``: the caller wakes ``result.grants``).
+        ``key`` and ``limit`` are the logical ones: the holder's shard is chosen here."""
+        stored, share = self.place(key, holder, limit)
         result = self.semaphore.acquire(
-            key,
+            stored,
             holder,
-            limit,
-            self.ttl_seconds,
+            share if share is not None else limit,
+            self.ttl_seconds if ttl_seconds is None else ttl_seconds,
             execution_arn=execution_arn,
             position=position,
             callback_id=callback_id,
@@ -312,8 +341,9 @@ class DynamoDBLimiter:
             enqueue=enqueue,
             queue_first=queue_first,
         )
-        for grant in result.grants:
-            self.wake(grant, releaser_arn=execution_arn)
+        if wake:
+            for grant in result.grants:
+                self.wake(grant, releaser_arn=execution_arn)
         return result
 
     def release(
@@ -324,14 +354,19 @@ class DynamoDBLimiter:
         execution_arn: str | None = None,
         waited: bool = False,
         token: str | None = None,
+        wake: bool = True,
+        limit: int | None = None,
     ) -> ReleaseResult:
-        """Free ``holder``'s slot, hand it to the oldest waiter and wake that waiter.
+        """Free ``holder``'s slot (or its queue place), hand it to the oldest waiter and wake
+        that waiter (``wake=False``: the caller wakes ``result.grant`` its own way).
 
         ``waited`` (this holder had to queue) predicts waiters, which saves a request.
         ``token`` (the lease's) makes sure only that generation of the lease is freed.
+        ``limit`` makes ``key`` the logical key of that limit (see :meth:`place`).
         """
-        result = self.semaphore.release_slot(key, holder, waiters_likely=waited, token=token)
-        if result.grant is not None:
+        stored, _ = self.place(key, holder, limit)
+        result = self.semaphore.release_slot(stored, holder, waiters_likely=waited, token=token)
+        if wake and result.grant is not None:
             self.wake(result.grant, releaser_arn=execution_arn)
         return result
 
@@ -373,7 +408,7 @@ class DynamoDBLimiter:
                 # seconds and finds the slot. Keep it, but only for a grace period, in case
                 # the waiter is dying after all.
                 self.semaphore.shorten_grant(
-                    grant.key, grant.holder, self.semaphore.now() + self.grant_grace_seconds
+                    grant.key, grant.holder, self.now() + self.grant_grace_seconds
                 )
                 return outcome
             passed = self.semaphore.revoke(grant.key, grant.holder)

@@ -51,10 +51,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from durable_semaphore.errors import DurableSemaphoreError
+from durable_semaphore.limiter import DynamoDBLimiter
 from durable_semaphore.retry import REAPER_LAMBDA, client_config
-from durable_semaphore.settings import resolve_table_name
 from durable_semaphore.store import (
-    DynamoDBSemaphore,
     Grant,
     Lease,
     Waiter,
@@ -174,15 +173,18 @@ class _Expired:
 class Reaper:
     """Releases leases and queue entries of terminal executions, and reclaims expired ones.
 
-    ``lambda_client`` may be None when no lease carries an execution ARN (then only expiry is
-    acted on); it is created lazily with standard retries otherwise. ``waker`` wakes the
+    ``limiter`` is the lease table's facade; the reaper is table-wide, so a limiter without a
+    name does (``DynamoDBLimiter(table_name=..., waker=None)``): only its store methods are
+    used, never its key, limit or waker. ``lambda_client`` may be None when no lease carries
+    an execution ARN (then only expiry is acted on); it is created lazily with standard
+    retries otherwise. ``waker`` wakes the
     waiters that this run hands a slot to (None: they find it at their next check or callback
     timeout). ``clock`` defaults to the store's clock so both judge expiry alike.
     """
 
     def __init__(
         self,
-        semaphore: DynamoDBSemaphore,
+        limiter: DynamoDBLimiter,
         lambda_client: LambdaClient | None = None,
         *,
         waker: Waker | None = None,
@@ -190,10 +192,10 @@ class Reaper:
         release_not_found: bool = False,
         logger: Any = None,
     ) -> None:
-        self.semaphore = semaphore
+        self.limiter = limiter
         self._lambda = lambda_client
         self.waker = waker
-        self._clock = clock if clock is not None else semaphore.now
+        self._clock = clock if clock is not None else limiter.now
         self.release_not_found = release_not_found
         self._log = logger if logger is not None else _default_logger()
 
@@ -214,13 +216,13 @@ class Reaper:
         """
         # A Scan filters on sk without checking the key schema: on a table of another schema
         # it finds nothing and the run would look clean. One Query first makes that an error.
-        self.semaphore.check_table()
+        self.limiter.check_table()
         report = ReapReport(dry_run=dry_run)
         cache: dict[str, str] = {}
         expired_by_key: dict[str, _Expired] = {}
         queued: set[tuple[str, str]] = set()
         now = self._clock()
-        for lease in self.semaphore.scan_leases(page_size=page_size):
+        for lease in self.limiter.scan_leases(page_size=page_size):
             waiting = not lease.holds_slot
             if waiting:
                 report.waiters_scanned += 1
@@ -229,8 +231,7 @@ class Reaper:
                 report.scanned += 1
             # Another client's lease is reclaimable only once expired by more than the skew
             # margin (see DynamoDBSemaphore); a queue marker is judged without it.
-            margin = 0.0 if waiting else self.semaphore.clock_skew_seconds
-            if lease.expires_at + margin <= now:
+            if self.limiter.reclaimable(lease, now):
                 # Reclaim removes expired markers with their queue entries, so a key whose only
                 # expired items are markers is reclaimed too.
                 expired = expired_by_key.setdefault(lease.key, _Expired())
@@ -326,7 +327,8 @@ class Reaper:
         try:
             # A queued holder leaves the queue; a held or granted one (a marker may have been
             # granted since the scan) frees its slot, which goes to the oldest live waiter.
-            result = self.semaphore.release_slot(lease.key, lease.holder)
+            # The reaper wakes the grant itself (_wake), counting what it did.
+            result = self.limiter.release(lease.key, lease.holder, wake=False)
         except (ClientError, BotoCoreError, DurableSemaphoreError) as err:
             report.errors += 1
             self._log.warning(f"{what} release failed", extra={**fields, "error": repr(err)})
@@ -350,7 +352,7 @@ class Reaper:
             self._log.info("dry run: would reclaim expired items", extra={"key": key})
             return
         try:
-            result = self.semaphore.reclaim(key)
+            result = self.limiter.reclaim(key)
         except (ClientError, BotoCoreError, DurableSemaphoreError) as err:
             report.errors += 1
             self._log.warning("reclaim failed", extra={"key": key, "error": repr(err)})
@@ -398,7 +400,7 @@ class Reaper:
         """
         orphans = 0
         try:
-            for waiter in self.semaphore.scan_waiters(page_size=page_size):
+            for waiter in self.limiter.scan_waiters(page_size=page_size):
                 if (waiter.key, waiter.holder) in queued or self._has_marker(waiter):
                     continue
                 orphans += 1
@@ -414,7 +416,7 @@ class Reaper:
     def _has_marker(self, waiter: Waiter) -> bool:
         return any(
             entry.holder == waiter.holder and not entry.holds_slot
-            for entry in self.semaphore.entries(waiter.key, waiter.holder)
+            for entry in self.limiter.entries(waiter.key, waiter.holder)
         )
 
     def _same_region(self, lease: Lease) -> bool:
@@ -484,10 +486,10 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     otherwise they find the slot at their next check.
     """
     event = event or {}
-    semaphore = DynamoDBSemaphore(resolve_table_name(), client=None)
+    table = DynamoDBLimiter(waker=None)  # the table of $DURABLE_SEMAPHORE_TABLE, at first use
     lambda_client = boto3.client("lambda", config=_lambda_client_config())
     reaper = Reaper(
-        semaphore,
+        table,
         lambda_client,
         waker=waker_from_env(lambda_client),
         release_not_found=bool(event.get("release_not_found", False)),
@@ -541,15 +543,16 @@ def run_cli(args: argparse.Namespace) -> int:
     region = args.region
     if region is None and (args.endpoint_url or args.lambda_endpoint_url):
         region = session.region_name or _LOCAL_REGION  # local backends ignore the region
-    semaphore = DynamoDBSemaphore(
-        resolve_table_name(args.table),
+    table = DynamoDBLimiter(
+        table_name=args.table,  # None: $DURABLE_SEMAPHORE_TABLE
         # An admin command: fail within seconds on an unreachable endpoint, with our error.
-        create_client(
+        client=create_client(
             session=session,
             endpoint_url=args.endpoint_url,
             region_name=region,
             config=admin_client_config(),
         ),
+        waker=None,
     )
     # The same region as the table: leases name executions of the table's region.
     lambda_client = session.client(
@@ -559,7 +562,7 @@ def run_cli(args: argparse.Namespace) -> int:
         config=_lambda_client_config(),
     )
     reaper = Reaper(
-        semaphore,
+        table,
         lambda_client,
         waker=LambdaCallbackWaker(lambda_client) if args.wake else None,
         release_not_found=args.release_not_found,

@@ -116,6 +116,8 @@ class Scope(Protocol):
 
     def drain_local_releases(self) -> None: ...
 
+    def stored_key(self, holder: str) -> str: ...
+
 
 def replay_token(holder: str) -> str:
     """The token an uncontended gate gives a fresh lease: derived from the holder id, so a
@@ -201,7 +203,7 @@ def _decided(
         return Held(decision.get("token"), waited=bool(decision.get("queued")))
     walk.recorded_any = True
     if walk.first_started is None:
-        walk.first_started = limiter.semaphore.now()
+        walk.first_started = limiter.now()
     if decision.get("error"):
         ctx.wait(
             Duration(seconds=limiter.backoff_delay(max(1, walk.rounds))),
@@ -322,7 +324,7 @@ def _register(scope: Scope, holder: str, rounds: int, callback_id: str) -> str |
     token = outcome.get("token")
     if not outcome.get("held") or waker is None or not isinstance(token, str):
         return None
-    grant = Grant(scope.key, holder, scope.execution_arn, callback_id, token=token)
+    grant = Grant(scope.stored_key(holder), holder, scope.execution_arn, callback_id, token=token)
     if waker.wake(callback_id, wake_payload(grant)) is not WakeOutcome.DELIVERED:
         return None  # the round's timeout finds the slot ours (a recorded store read)
     return token
@@ -363,7 +365,7 @@ def _await_callback(scope: Scope, ctx: DurableContext, holder: str, callback: An
     last = time.monotonic()
     signals.leave(arn)  # a waiter does not keep its invocation alive
     try:
-        with signals.waiting(arn, scope.key, holder) as woken:
+        with signals.waiting(arn, scope.stored_key(holder), holder) as woken:
             while in_process:
                 outcome = _callback_outcome(callback)
                 if not isinstance(outcome, _Pending):
@@ -430,7 +432,7 @@ def _report_wait(scope: Scope, holder: str, ctx: DurableContext, walk: _Walk) ->
     nothing yet (a later replay finds the body's first operation and reports nothing)."""
     if _sdk_compat.next_operation(ctx) is not None:
         return
-    now = scope.limiter.semaphore.now()
+    now = scope.limiter.now()
     started = walk.first_started if walk.first_started is not None else now
     observability.lease_waited(scope.key, holder, max(0.0, now - started))
 
@@ -443,19 +445,18 @@ def _poll(scope: Scope, ctx: DurableContext, holder: str) -> Held | None:
     execution holding the key runs in this process, the check blocks briefly on an in-process
     hand-off from it."""
     limiter = scope.limiter
-    sem = limiter.semaphore
 
     def check(state: dict[str, Any], _check_ctx: Any) -> dict[str, Any]:
         polls = int(state.get("polls", 0)) + 1
-        first_at = float(state.get("first_at") or sem.now())
+        first_at = float(state.get("first_at") or limiter.now())
         position = state.get("position")
         arn = scope.execution_arn
-        with limiter.signals.waiting(arn, scope.key, holder) as woken:
+        with limiter.signals.waiting(arn, scope.stored_key(holder), holder) as woken:
             out = _acquire_now(scope, holder, position=position)
             if (
                 out.get("position") is not None
                 and limiter.local_wait_seconds > 0
-                and limiter.signals.busy(arn, scope.key)
+                and limiter.signals.busy(arn, scope.stored_key(holder))
             ):
                 woken.wait(limiter.local_wait_seconds)
         if woken.is_set() and not out.get("held"):

@@ -5,7 +5,7 @@ For each key:
 1. **As left** (the real clock): the counter is never below the live leases it counts (a
    counter that is too high only admits fewer, and the next reconcile repairs it).
 2. **After expiry**: a client whose clock is past every lease, waiter and skew margin runs
-   ``reclaim_expired``. Then ``#meta`` count equals the ``h#`` leases (held or granted), and no
+   ``reclaim_expired``. Then ``#meta`` count equals its lease attributes (held or granted), and no
    lease, queue marker or queue entry is left: nothing leaked.
 3. **Capacity**: exactly ``limit`` new holders get in, and one more is refused; released, the
    key is empty again.
@@ -19,15 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_semaphore import DynamoDBSemaphore
-from durable_semaphore.store import (
-    GRANTED,
-    HELD,
-    HOLDER_PREFIX,
-    META_SK,
-    QUEUE_PREFIX,
-    QUEUED,
-    TTL_ATTRIBUTE,
-)
+from durable_semaphore.store import HOLDER_PREFIX, META_SK, QUEUE_PREFIX, QUEUED
+from durable_semaphore.store.schema import Meta
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +54,14 @@ def key_state(client: Any, table: str, key: str, now: float) -> KeyState:
         ConsistentRead=True,
     ):
         items.extend(page["Items"])
-    meta = next((i for i in items if i["sk"]["S"] == META_SK), {})
+    meta = Meta.parse(next((i for i in items if i["sk"]["S"] == META_SK), None))
     holders = [i for i in items if i["sk"]["S"].startswith(HOLDER_PREFIX)]
-    leases = [i for i in holders if i.get("st", {}).get("S", HELD) in (HELD, GRANTED)]
+    leases = list(meta.leases.values())
     return KeyState(
-        count=int(meta.get("count", {"N": "0"})["N"]),
-        nwait=int(meta.get("nwait", {"N": "0"})["N"]),
+        count=meta.count,
+        nwait=meta.nwait,
         leases=len(leases),
-        live_leases=sum(1 for i in leases if float(i[TTL_ATTRIBUTE]["N"]) > now),
+        live_leases=sum(1 for lease in leases if lease.expires_at > now),
         markers=sum(1 for i in holders if i.get("st", {}).get("S") == QUEUED),
         entries=sum(1 for i in items if i["sk"]["S"].startswith(QUEUE_PREFIX)),
     )

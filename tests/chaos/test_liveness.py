@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from durable_semaphore import AcquireTimeoutError, DynamoDBLimiter, DynamoDBSemaphore
-from durable_semaphore import store as store_module
+from durable_semaphore.store import queue_requests as store_requests
 
 pytestmark = pytest.mark.chaos
 
@@ -35,13 +35,13 @@ def blind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bo
     """The control makes every check-in leave out the key check (waiters only check in)."""
     if request.param == "waiters-serve-the-queue":
         return False
-    original = store_module.touch_ops
+    original = store_requests.touch
 
     def check_in_only(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         kwargs["reclaim_cutoff"] = None
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(store_module, "touch_ops", functools.wraps(original)(check_in_only))
+    monkeypatch.setattr(store_requests, "touch", functools.wraps(original)(check_in_only))
     return True
 
 

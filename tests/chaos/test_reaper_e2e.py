@@ -45,6 +45,7 @@ def test_reaper_frees_stopped_and_timed_out_executions_and_keeps_running_ones(
     semaphore: DynamoDBSemaphore,
 ) -> None:
     limiter = DynamoDBLimiter(KEY, LIMIT, semaphore=semaphore, waker=None)
+    table = DynamoDBLimiter(semaphore=semaphore, waker=None)  # the reaper's: table-wide
 
     @durable_execution
     def handler(event: Any, context: DurableContext) -> Any:
@@ -73,7 +74,7 @@ def test_reaper_frees_stopped_and_timed_out_executions_and_keeps_running_ones(
         _until("every branch holds a lease", lambda: all(leases_of(a) == BRANCHES for a in arns))
 
         # Control: while they run, a reap frees nothing of theirs.
-        Reaper(semaphore, lam).reap()
+        Reaper(table, lam).reap()
         assert leases_of(stopped) == leases_of(running) == BRANCHES
 
         lam.stop_durable_execution(DurableExecutionArn=stopped)
@@ -82,7 +83,7 @@ def test_reaper_frees_stopped_and_timed_out_executions_and_keeps_running_ones(
         # Ended underneath their branches: nobody released anything yet.
         assert [leases_of(a) for a in arns] == [BRANCHES] * 3
 
-        report = Reaper(semaphore, lam).reap()
+        report = Reaper(table, lam).reap()
         print(report.as_dict())
         assert report.statuses == {"STOPPED": 1, "TIMED_OUT": 1, "RUNNING": 1}
         assert report.released_terminal == 2 * BRANCHES

@@ -31,8 +31,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from durable_semaphore import ContentionError, DynamoDBSemaphore, Lease
-from durable_semaphore import store as store_module
 from durable_semaphore.store import AcquireResult, default_client_config
+from durable_semaphore.store import queue_requests as store_requests
 from tests.chaos.faults import FaultInjector, FaultRates
 from tests.chaos.observer import EventLog
 from tests.test_store_concurrency import UnconditionalStore
@@ -134,10 +134,10 @@ def is_transient(err: BaseException) -> bool:
 def _blind_check_ins() -> None:
     """Make this process's check-ins leave out the key check (see tests/chaos/test_liveness).
 
-    The store calls the module-level ``touch_ops``, so wrapping it there reaches the store
-    of this worker process (and only it: each worker is a process of its own).
+    The store calls the module-level ``queue_requests.touch``, so wrapping it there reaches
+    the store of this worker process (and only it: each worker is a process of its own).
     """
-    original = store_module.touch_ops
+    original = store_requests.touch
     if getattr(original, "__wrapped__", None) is not None:
         return
 
@@ -146,7 +146,7 @@ def _blind_check_ins() -> None:
         kwargs["reclaim_cutoff"] = None
         return original(*args, **kwargs)
 
-    store_module.touch_ops = check_in_only
+    store_requests.touch = check_in_only
 
 
 def build_store(spec: WorkerSpec, log: EventLog) -> DynamoDBSemaphore:

@@ -58,8 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The runner's executor logger, which reports a late timer as an error.
-EXECUTOR_LOGGER = "aws_durable_execution_sdk_python_testing.executor"
 _TOKEN_REFUSED = "Invalid checkpoint token"
 
 

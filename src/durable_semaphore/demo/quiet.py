@@ -26,10 +26,11 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any, TextIO, cast
 
-from durable_semaphore.demo.local_runner import EXECUTOR_LOGGER, LateTimerFilter, PendingTaskFilter
+from durable_semaphore.demo.local_runner import LateTimerFilter, PendingTaskFilter
 
-#: The testing library's executor logger: the runner's warnings and errors come from here.
-RUNNER_LOGGER = EXECUTOR_LOGGER
+#: The testing library's executor logger: the runner's warnings and errors come from here
+#: (a late timer, for one, is reported there as an error).
+RUNNER_LOGGER = "aws_durable_execution_sdk_python_testing.executor"
 #: What the runner logs when it refuses an invocation's output (see report.PENDING_DOCS).
 RUNNER_RACE_MESSAGE = "Cannot return PENDING status with no pending operations"
 #: Exit code after Ctrl-C (the shell's 128 + SIGINT), as the CLI's own.

@@ -1,0 +1,249 @@
+"""The queue: handing slots to the oldest live waiter, filling free slots, dropping the dead.
+
+Each primitive returns what happened (a release result, grants, or "look again") and never
+decides for its caller what to do next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+from durable_semaphore import observability
+from durable_semaphore.store import queue_requests, requests
+from durable_semaphore.store.client import Cancelled, ConditionFailed, failed
+from durable_semaphore.store.core import MAX_ATTEMPTS, StoreCore, backoff
+from durable_semaphore.store.model import (
+    GRANTED,
+    Grant,
+    Lease,
+    ReleaseResult,
+    Waiter,
+    grant_of,
+    new_token,
+)
+from durable_semaphore.store.queue_requests import Handover
+from durable_semaphore.store.requests import Fence
+from durable_semaphore.store.schema import (
+    QUEUE_PREFIX,
+    SEQ,
+    SK,
+    STATE,
+    Meta,
+    encode_lease,
+    holder_key,
+    meta_key,
+    slot_name,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LookAgain:
+    """A hand-off that could not be made as planned: read the queue (or the key) again."""
+
+
+#: The releaser's own lease expired on its clock but is still counted: remove it by exactly
+#: this expiry (a release then reports that no live slot was freed).
+@dataclass(frozen=True, slots=True)
+class ExpiredOwn:
+    expires_at: float
+
+
+HandoffOutcome = ReleaseResult | ExpiredOwn | LookAgain
+
+
+def releasable(lease: Lease | None, fence: Fence) -> bool:
+    """Whether the fence's conditions hold for ``lease`` (what the write checks, in Python,
+    to tell which condition a refusal failed)."""
+    if lease is None:
+        return False
+    if fence.token is not None and lease.token != fence.token:
+        return False
+    if fence.only_granted and lease.state != GRANTED:
+        return False
+    if fence.seen_expiry is not None:
+        return lease.expires_at == fence.seen_expiry
+    return lease.expires_at > fence.now
+
+
+class Queueing(StoreCore):
+    """Hand-off, fill and queue upkeep."""
+
+    def _not_released(
+        self, key: str, holder: str, lease: Lease | None, fence: Fence
+    ) -> ReleaseResult | ExpiredOwn:
+        """The holder had no releasable lease: explain, and leave the queue if it waits."""
+        if fence.only_granted:
+            return ReleaseResult(False)  # a revoke never touches a claimed lease or a waiter
+        if lease is None:
+            if fence.token is not None:
+                return ReleaseResult(False)  # a fenced release never dequeues anyone
+            marker = self.io.get(holder_key(key, holder))
+            if marker is not None and marker.get(STATE, {}).get("S") == "queued":
+                self._leave_queue(key, holder, int(marker[SEQ]["N"]))
+                return ReleaseResult(False, left_queue=True)
+            return ReleaseResult(False)
+        if fence.token is not None and lease.token != fence.token:
+            return ReleaseResult(False)  # another generation: not ours to free
+        if lease.expires_at <= fence.now and fence.seen_expiry != lease.expires_at:
+            return ExpiredOwn(lease.expires_at)
+        return ReleaseResult(False)
+
+    def _handover(self, waiter: Waiter, now: float, token: str) -> Handover:
+        expires_at = math.ceil(now + waiter.lease_ttl_seconds)
+        lease = encode_lease(
+            waiter.key,
+            waiter.holder,
+            token=token,
+            expires_at=expires_at,
+            acquired_at=now,
+            execution_arn=waiter.execution_arn,
+            granted=True,
+        )
+        return Handover(waiter.seq, waiter.holder, slot_name(waiter.holder), lease, expires_at)
+
+    def _handoff(self, key: str, releaser: Fence, holder: str, waiter: Waiter) -> HandoffOutcome:
+        """One hand-off from ``holder`` (its lease fenced by ``releaser``) to ``waiter``."""
+        to = self._handover(waiter, releaser.now, new_token())
+        lower_hint, longer_life = False, True
+        for _ in range(3):
+            items = queue_requests.handoff(
+                self.table_name,
+                key,
+                to,
+                releaser=releaser,
+                lower_hint=lower_hint,
+                longer_life=longer_life,
+            )
+            try:
+                self.io.transact(items)
+            except Cancelled as cancelled:
+                reasons = cancelled.reasons
+                if failed(reasons[requests.HANDOFF_ENTRY]):
+                    return LookAgain()  # someone else served this waiter
+                if failed(reasons[requests.HANDOFF_MARKER]):
+                    self._drop_waiter(key, waiter)  # its marker is gone: an orphan entry
+                    return LookAgain()
+                if not failed(reasons[requests.HANDOFF_META]):
+                    return LookAgain()  # a conflict
+                meta = Meta.parse(reasons[requests.HANDOFF_META].get("Item"))
+                mine = meta.lease_of(holder)
+                if not releasable(mine, releaser):
+                    return self._not_released(key, holder, mine, releaser)
+                variants = self._variants_after(key, meta, to, waiter, (lower_hint, longer_life))
+                if variants is None:
+                    return LookAgain()
+                lower_hint, longer_life = variants
+                continue
+            observability.lease_released(key, holder)
+            observability.lease_acquired(key, waiter.holder)
+            live = releaser.seen_expiry is None
+            return ReleaseResult(live, grant_of(waiter, _token_of(to)))
+        return LookAgain()
+
+    def _variants_after(
+        self, key: str, meta: Meta, to: Handover, waiter: Waiter, tried: tuple[bool, bool]
+    ) -> tuple[bool, bool] | None:
+        """After a refused hand-off whose releaser was fine: the (hint, TTL) variant to try
+        next, or None to look again (repairing a counter that says nobody waits or holds)."""
+        if meta.lease_of(waiter.holder) is not None:
+            self._drop_waiter(key, waiter)  # it holds a slot already: its entry is stale
+            return None
+        if meta.nwait > 0 and meta.count > 0:
+            wanted = (meta.needs_lower_hint(to.expires_at), meta.needs_longer_life(to.expires_at))
+            return wanted if wanted != tried else None
+        if meta.nwait <= 0:
+            self._recount_queue(key)
+        return None
+
+    def _fill(self, key: str, limit: int) -> list[Grant]:
+        """Hand free slots (count below ``limit``) to the oldest live waiters."""
+        grants: list[Grant] = []
+        variants = (False, True)
+        for _ in range(MAX_ATTEMPTS):
+            now = self._clock()
+            heads = self._queue_heads(key)
+            if not heads:
+                self._recount_queue(key)
+                return grants
+            waiter = heads[0]
+            if not waiter.is_live(now):
+                self._drop_waiter(key, waiter)
+                continue
+            to = self._handover(waiter, now, new_token())
+            items = queue_requests.handoff(
+                self.table_name,
+                key,
+                to,
+                releaser=None,
+                limit=limit,
+                lower_hint=variants[0],
+                longer_life=variants[1],
+            )
+            try:
+                self.io.transact(items)
+            except Cancelled as cancelled:
+                reasons = cancelled.reasons
+                if failed(reasons[requests.HANDOFF_MARKER]):
+                    self._drop_waiter(key, waiter)
+                elif failed(reasons[requests.HANDOFF_META]):
+                    meta = Meta.parse(reasons[requests.HANDOFF_META].get("Item"))
+                    if meta.count >= limit or meta.nwait <= 0:
+                        return grants
+                    if meta.lease_of(waiter.holder) is not None:
+                        self._drop_waiter(key, waiter)
+                        continue
+                    wanted = (
+                        meta.needs_lower_hint(to.expires_at),
+                        meta.needs_longer_life(to.expires_at),
+                    )
+                    if wanted == variants:
+                        backoff(1)
+                    variants = wanted
+                continue
+            variants = (False, True)
+            observability.lease_acquired(key, waiter.holder)
+            grants.append(grant_of(waiter, _token_of(to)))
+        return grants
+
+    def _drop_waiter(self, key: str, waiter: Waiter) -> None:
+        """Remove a dead waiter's entry (and its marker, if it still belongs to that entry)."""
+        try:
+            self.io.transact(
+                queue_requests.leave_queue(self.table_name, key, waiter.holder, waiter.seq)
+            )
+        except Cancelled as cancelled:
+            reasons = cancelled.reasons
+            if failed(reasons[requests.LEAVE_MARKER]) and not failed(reasons[requests.LEAVE_ENTRY]):
+                # The holder has moved on (a newer entry): drop only the entry.
+                with contextlib.suppress(Cancelled):
+                    self.io.transact(
+                        queue_requests.leave_queue(self.table_name, key, None, waiter.seq)
+                    )
+
+    def _leave_queue(self, key: str, holder: str, seq: int) -> None:
+        try:
+            self.io.transact(queue_requests.leave_queue(self.table_name, key, holder, seq))
+        except Cancelled as cancelled:
+            if failed(cancelled.reasons[requests.LEAVE_ENTRY]):
+                self._remove_marker(key, holder, seq)
+
+    def _remove_marker(self, key: str, holder: str, seq: int) -> None:
+        with contextlib.suppress(ConditionFailed):
+            self.io.delete(**queue_requests.marker_delete(key, holder, seq))
+
+    def _recount_queue(self, key: str) -> None:
+        """``nwait`` says someone waits but the queue is empty: set it to what is there."""
+        meta = self._read_meta(key)
+        actual = sum(1 for _ in self._query_items(key, QUEUE_PREFIX, projection=SK))
+        if not meta.exists or meta.nwait == actual:
+            return
+        self._update_or_none(requests.set_waiting(key, meta.version, actual))
+
+
+def _token_of(to: Handover) -> str:
+    return str(to.lease["M"]["t"]["S"])
+
+
+__all__ = ["ExpiredOwn", "HandoffOutcome", "LookAgain", "Queueing", "meta_key", "releasable"]

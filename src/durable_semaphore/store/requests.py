@@ -1,0 +1,392 @@
+"""Every request the store sends, built here so each can be read, and pinned, on its own.
+
+Conditions are named for the race they close. A builder returns the keyword arguments of one
+UpdateItem/DeleteItem (the store adds the table) or the ``TransactItems`` of one transaction;
+the positions of a transaction's items are named too, so a cancellation reason is never read
+by a bare index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from durable_semaphore.store.schema import (
+    COUNT,
+    F_EXPIRES,
+    F_GRANTED,
+    F_TOKEN,
+    HINT,
+    LAST_RELEASE,
+    LIMIT,
+    NWAIT,
+    TTL_ATTRIBUTE,
+    VERSION,
+    life_of,
+    meta_key,
+    num,
+)
+
+QUEUED_STATE = "queued"
+
+# -- conditions on the counter item ------------------------------------------------------------
+
+#: Fewer leases than the limit: the semaphore itself.
+SLOT_FREE = "(attribute_not_exists(#c) OR #c < :limit)"
+#: Nobody queued: a newcomer never takes a slot past a waiter (slots go to the queue's head).
+NOBODY_WAITS = "(attribute_not_exists(#nw) OR #nw <= :zero)"
+#: The holder has no lease yet: the same holder id is never counted twice (a replay, or an
+#: overlapping invocation, finds its own lease in the refusal instead).
+NO_LEASE_YET = "attribute_not_exists(#l)"
+#: Joining the queue only while a waiter cannot be served at once: every slot taken, or
+#: others already waiting. A waiter never sits behind a free slot.
+MUST_WAIT = "attribute_exists(#c) AND (#c >= :limit OR #nw > :zero)"
+#: A waiter's check-in passes only while every slot is taken and the earliest lease expiry
+#: (``xh``) is past the reclaim cutoff. Otherwise a slot is free behind the queue, or a holder
+#: may be dead: the waiter reconciles instead of waiting on (a missing hint fails the
+#: comparison, so it reads as "may have expired").
+KEY_FULL_OF_LIVE_LEASES = "#c >= :lim AND #xh > :cutoff"
+#: Nothing has written the item since it was read: a reconcile or repair computed from that
+#: read is still right.
+UNCHANGED = "#v = :v"
+#: A counter holding no lease and no waiter: safe to delete (an acquire recreates it).
+IDLE = "(attribute_not_exists(#c) OR #c <= :zero) AND (attribute_not_exists(#nw) OR #nw <= :zero)"
+
+# -- positions of transaction items ------------------------------------------------------------
+
+ENQUEUE_META, ENQUEUE_MARKER, ENQUEUE_ENTRY = 0, 1, 2
+TOUCH_MARKER, TOUCH_ENTRY, TOUCH_KEY_CHECK = 0, 1, 2
+HANDOFF_META, HANDOFF_ENTRY, HANDOFF_MARKER = 0, 1, 2
+LEAVE_ENTRY, LEAVE_META, LEAVE_MARKER = 0, 1, 2
+
+
+@dataclass
+class Expr:
+    """One update expression being built: SET/REMOVE clauses, conditions, names, values."""
+
+    sets: list[str] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def update(self, key: dict[str, Any], *, return_old: bool = True) -> dict[str, Any]:
+        """UpdateItem arguments (without the table)."""
+        clauses = []
+        if self.sets:
+            clauses.append("SET " + ", ".join(self.sets))
+        if self.removes:
+            clauses.append("REMOVE " + ", ".join(self.removes))
+        kwargs: dict[str, Any] = {"Key": key, "UpdateExpression": " ".join(clauses)}
+        self._add_condition(kwargs)
+        if return_old:
+            kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        return kwargs
+
+    def check(self, key: dict[str, Any]) -> dict[str, Any]:
+        """ConditionCheck/Delete arguments (without the table)."""
+        kwargs: dict[str, Any] = {"Key": key}
+        self._add_condition(kwargs)
+        return kwargs
+
+    def _add_condition(self, kwargs: dict[str, Any]) -> None:
+        if self.conditions:
+            kwargs["ConditionExpression"] = " AND ".join(self.conditions)
+        if self.names:
+            kwargs["ExpressionAttributeNames"] = dict(self.names)
+        if self.values:
+            kwargs["ExpressionAttributeValues"] = dict(self.values)
+
+
+def counter_write(
+    expr: Expr,
+    *,
+    hint: float | None = None,
+    lower_hint: bool = False,
+    life: float | None = None,
+    longer_life: bool = True,
+) -> None:
+    """The common part of a counter write: bump the version, keep ``xh`` a lower bound of
+    every lease's expiry (a lease expiring at ``hint``), and keep the item's TTL past every
+    expiry it covers (``life``: the new lease's expiry plus the idle grace).
+
+    Both bounds are moved by one of two variants of the same write, chosen from the last read
+    (the common case keeps the hint and raises the TTL); a refusal tells the caller to switch.
+    """
+    expr.names["#v"] = VERSION
+    expr.sets.append("#v = if_not_exists(#v, :zero) + :one")
+    expr.values.update({":zero": {"N": "0"}, ":one": {"N": "1"}})
+    if hint is not None:
+        expr.names["#xh"] = HINT
+        expr.names.setdefault("#c", COUNT)
+        expr.values[":exp"] = num(hint)
+        if lower_hint:
+            expr.sets.append("#xh = :exp")
+            expr.conditions.append("(attribute_not_exists(#xh) OR #xh > :exp)")
+        else:
+            expr.sets.append("#xh = if_not_exists(#xh, :exp)")
+            no_leases = "(attribute_not_exists(#xh) AND (attribute_not_exists(#c) OR #c <= :zero))"
+            expr.conditions.append(f"({no_leases} OR #xh <= :exp)")
+    if life is not None:
+        expr.names["#e"] = TTL_ATTRIBUTE
+        expr.values[":life"] = num(life)
+        if longer_life:
+            expr.sets.append("#e = :life")
+            expr.conditions.append("(attribute_not_exists(#e) OR #e <= :life)")
+        else:
+            expr.conditions.append("#e >= :life")
+
+
+def fence_conditions(
+    expr: Expr,
+    *,
+    now: float | None,
+    token: str | None,
+    only_granted: bool,
+    seen_expiry: float | None = None,
+) -> None:
+    """Conditions on the lease ``#l`` a release or hand-off removes: it exists, is live on
+    the releaser's clock (or is exactly the expired one it saw), is of the releaser's
+    generation (``token``), and, for a revoke, is still an unclaimed grant."""
+    expr.conditions.append("attribute_exists(#l)")
+    expr.names["#lx"] = F_EXPIRES
+    if seen_expiry is None:
+        expr.conditions.append("#l.#lx > :now")
+        expr.values[":now"] = num(now if now is not None else 0)
+    else:
+        expr.conditions.append("#l.#lx = :seen")
+        expr.values[":seen"] = num(seen_expiry)
+    if token is not None:
+        expr.conditions.append("#l.#lt = :tok")
+        expr.names["#lt"] = F_TOKEN
+        expr.values[":tok"] = {"S": token}
+    if only_granted:
+        expr.conditions.append("attribute_exists(#l.#lg)")
+        expr.names["#lg"] = F_GRANTED
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Which lease a release may remove (see :func:`_fence`)."""
+
+    slot: str
+    now: float
+    token: str | None = None
+    only_granted: bool = False
+    seen_expiry: float | None = None
+    #: Written with a plain release, so that a retry of a release whose answer was lost can
+    #: tell it was applied (a single write has no idempotency token, unlike a transaction).
+    request_id: str = ""
+
+
+# -- taking a slot -----------------------------------------------------------------------------
+
+
+def acquire(
+    key: str,
+    slot: str,
+    lease: dict[str, Any],
+    limit: int,
+    expires_at: int,
+    *,
+    lower_hint: bool,
+    longer_life: bool,
+) -> dict[str, Any]:
+    """Take a new slot in one single-item write: count below the limit, nobody queued, and
+    the holder has no lease yet."""
+    expr = Expr(
+        sets=["#l = :lease", "#c = if_not_exists(#c, :zero) + :one", "#lim = :limit"],
+        conditions=[SLOT_FREE, NOBODY_WAITS, NO_LEASE_YET],
+        names={"#l": slot, "#c": COUNT, "#nw": NWAIT, "#lim": LIMIT},
+        values={":lease": lease, ":limit": {"N": str(limit)}},
+    )
+    counter_write(
+        expr,
+        hint=expires_at,
+        lower_hint=lower_hint,
+        life=life_of(expires_at),
+        longer_life=longer_life,
+    )
+    return expr.update(meta_key(key))
+
+
+def renew(
+    key: str,
+    slot: str,
+    expires_at: int,
+    now: float,
+    token: str | None,
+    *,
+    longer_life: bool,
+) -> dict[str, Any]:
+    """Move a live lease's expiry later (never earlier: a short renew cannot cut a longer
+    lease short). Returns the new item."""
+    expr = Expr(
+        sets=["#l.#lx = :newexp"],
+        conditions=["attribute_exists(#l)", "#l.#lx > :now", "#l.#lx < :newexp"],
+        names={"#l": slot, "#lx": F_EXPIRES},
+        values={":newexp": num(expires_at), ":now": num(now)},
+    )
+    if token is not None:
+        expr.conditions.append("#l.#lt = :tok")
+        expr.names["#lt"] = F_TOKEN
+        expr.values[":tok"] = {"S": token}
+    counter_write(expr, life=life_of(expires_at), longer_life=longer_life)
+    kwargs = expr.update(meta_key(key))
+    kwargs["ReturnValues"] = "ALL_NEW"
+    return kwargs
+
+
+def claim(key: str, slot: str, expires_at: int, now: float, *, longer_life: bool) -> dict[str, Any]:
+    """Make a slot handed over by a releaser the holder's own (a revoke can no longer take
+    it), living until ``expires_at`` (a grant whose wake-up failed may have been shortened)."""
+    expr = Expr(
+        sets=["#l.#lx = :newexp"],
+        removes=["#l.#lg"],
+        conditions=["attribute_exists(#l.#lg)", "#l.#lx > :now"],
+        names={"#l": slot, "#lx": F_EXPIRES, "#lg": F_GRANTED},
+        values={":newexp": num(expires_at), ":now": num(now)},
+    )
+    counter_write(expr, life=life_of(expires_at), longer_life=longer_life)
+    kwargs = expr.update(meta_key(key))
+    kwargs["ReturnValues"] = "ALL_NEW"
+    return kwargs
+
+
+def revive(
+    key: str,
+    slot: str,
+    seen_expiry: float,
+    seen_token: str | None,
+    fresh: dict[str, Any],
+    expires_at: int,
+    *,
+    longer_life: bool,
+) -> dict[str, Any]:
+    """Renew the holder's own expired-but-counted lease as a new generation. Safe whatever
+    the clocks say: the lease is still there, so its slot is still counted and nobody else
+    can have been admitted to it."""
+    expr = Expr(
+        sets=["#l = :fresh"],
+        conditions=["#l.#lx = :seen"],
+        names={"#l": slot, "#lx": F_EXPIRES},
+        values={":fresh": fresh, ":seen": num(seen_expiry)},
+    )
+    if seen_token is not None:
+        expr.conditions.append("#l.#lt = :seentok")
+        expr.names["#lt"] = F_TOKEN
+        expr.values[":seentok"] = {"S": seen_token}
+    counter_write(expr, life=life_of(expires_at), longer_life=longer_life)
+    kwargs = expr.update(meta_key(key))
+    kwargs["ReturnValues"] = "ALL_NEW"
+    return kwargs
+
+
+def shorten_grant(key: str, slot: str, deadline: int, *, lower_hint: bool) -> dict[str, Any]:
+    """Let an unclaimed grant expire at ``deadline``, lowering the counter's expiry hint with
+    it (``lower_hint``) so that the next refusal notices."""
+    expr = Expr(
+        sets=["#l.#lx = :deadline"],
+        conditions=["attribute_exists(#l.#lg)", "#l.#lx > :deadline"],
+        names={"#l": slot, "#lx": F_EXPIRES, "#lg": F_GRANTED},
+        values={":deadline": num(deadline)},
+    )
+    if lower_hint:
+        expr.sets.append("#xh = :deadline")
+        expr.conditions.append("(attribute_not_exists(#xh) OR #xh > :deadline)")
+        expr.names["#xh"] = HINT
+    return expr.update(meta_key(key))
+
+
+# -- freeing a slot ----------------------------------------------------------------------------
+
+
+def release(key: str, fence: Fence) -> dict[str, Any]:
+    """Free a slot when nobody waits: remove the lease, count down; one single-item write."""
+    expr = Expr(
+        sets=["#c = #c - :one", "#lr = :rid"],
+        removes=["#l"],
+        conditions=["#c > :zero", NOBODY_WAITS],
+        names={"#l": fence.slot, "#c": COUNT, "#nw": NWAIT, "#lr": LAST_RELEASE},
+        values={":rid": {"S": fence.request_id}},
+    )
+    fence_conditions(
+        expr,
+        now=fence.now,
+        token=fence.token,
+        only_granted=fence.only_granted,
+        seen_expiry=fence.seen_expiry,
+    )
+    counter_write(expr)
+    return expr.update(meta_key(key))
+
+
+# -- repairs -----------------------------------------------------------------------------------
+
+
+def reconcile(
+    key: str,
+    version: int,
+    removes: list[str],
+    count: int,
+    hint: float | None,
+) -> dict[str, Any]:
+    """Remove expired leases and set the count to the leases left, if the item is still the
+    one read (``version``); its TTL is left as it is (it covers every lease, removed or not)."""
+    expr = Expr(
+        sets=["#c = :n", "#v = :nv"],
+        conditions=[UNCHANGED],
+        names={"#c": COUNT, "#v": VERSION},
+        values={":n": {"N": str(count)}, ":nv": {"N": str(version + 1)}, ":v": {"N": str(version)}},
+    )
+    for n, slot in enumerate(removes):
+        expr.names[f"#r{n}"] = slot
+        expr.removes.append(f"#r{n}")
+    if hint is not None:
+        expr.sets.append("#xh = :xh")
+        expr.names["#xh"] = HINT
+        expr.values[":xh"] = num(hint)
+    return expr.update(meta_key(key), return_old=False)
+
+
+def delete_idle_counter(key: str, version: int | None) -> dict[str, Any]:
+    """Delete a counter with no lease and no waiter (``forget_if_idle``)."""
+    expr = Expr(conditions=[IDLE], names={"#c": COUNT, "#nw": NWAIT}, values={":zero": {"N": "0"}})
+    if version is not None:
+        expr.conditions.append(UNCHANGED)
+        expr.names["#v"] = VERSION
+        expr.values[":v"] = {"N": str(version)}
+    return expr.check(meta_key(key))
+
+
+def delete_expired_counter(key: str, version: int) -> dict[str, Any]:
+    """Delete a counter whose every lease was expired and whose queue was empty when read at
+    ``version``: the version check says that is still so."""
+    expr = Expr(conditions=[UNCHANGED], names={"#v": VERSION}, values={":v": {"N": str(version)}})
+    return expr.check(meta_key(key))
+
+
+def set_hint(key: str, version: int, hint: float) -> dict[str, Any]:
+    """Raise a stale expiry hint to the true earliest expiry (version-checked)."""
+    expr = Expr(
+        sets=["#xh = :xh"],
+        conditions=[UNCHANGED],
+        names={"#xh": HINT, "#v": VERSION},
+        values={":xh": num(hint), ":v": {"N": str(version)}},
+    )
+    return expr.update(meta_key(key), return_old=False)
+
+
+def set_waiting(key: str, version: int, nwait: int) -> dict[str, Any]:
+    """Set ``nwait`` to the entries actually queued (version-checked)."""
+    expr = Expr(
+        sets=["#nw = :n", "#v = :nv"],
+        conditions=[UNCHANGED],
+        names={"#nw": NWAIT, "#v": VERSION},
+        values={
+            ":n": {"N": str(nwait)},
+            ":v": {"N": str(version)},
+            ":nv": {"N": str(version + 1)},
+        },
+    )
+    return expr.update(meta_key(key), return_old=False)

@@ -1,0 +1,125 @@
+"""Input checks: bad input gets our own error naming the value, before anything is written."""
+
+from __future__ import annotations
+
+import math
+
+from durable_semaphore.errors import InvalidArgumentError
+from durable_semaphore.store.schema import HOLDER_PREFIX
+
+# DynamoDB's own limits on key attributes, in UTF-8 bytes.
+MAX_PARTITION_KEY_BYTES = 2048
+MAX_SORT_KEY_BYTES = 1024
+MAX_HOLDER_BYTES = MAX_SORT_KEY_BYTES - len(HOLDER_PREFIX)
+MAX_EXECUTION_ARN_BYTES = 2048
+MAX_CALLBACK_ID_BYTES = 4096
+#: Accepted ranges: DynamoDB numbers carry at most 38 digits, and an expiry must stay a sane
+#: epoch second for the TTL sweeper; a century and a billion slots are far beyond real use.
+MAX_LIMIT = 1_000_000_000
+MAX_TTL_SECONDS = 100 * 366 * 86_400
+
+
+def utf8(name: str, value: str) -> bytes:
+    """Encode for DynamoDB; a lone surrogate cannot be stored, so it is bad input, not a crash."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            name, value, "is not valid Unicode text (it contains a lone surrogate)"
+        ) from None
+
+
+def validate_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidArgumentError("key", key, "must be a non-empty string")
+    if len(utf8("key", key)) > MAX_PARTITION_KEY_BYTES:
+        raise InvalidArgumentError(
+            "key", key, f"is over DynamoDB's {MAX_PARTITION_KEY_BYTES}-byte partition key limit"
+        )
+    return key
+
+
+def validate_holder(holder: object) -> str:
+    if not isinstance(holder, str) or not holder:
+        raise InvalidArgumentError("holder", holder, "must be a non-empty string")
+    if len(utf8("holder", holder)) > MAX_HOLDER_BYTES:
+        raise InvalidArgumentError(
+            "holder",
+            holder,
+            f"is over {MAX_HOLDER_BYTES} bytes (DynamoDB's sort key limit less our prefix)",
+        )
+    return holder
+
+
+def validate_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidArgumentError("limit", limit, f"must be an integer from 1 to {MAX_LIMIT:,}")
+    return limit
+
+
+def validate_ttl(ttl_seconds: object, name: str = "ttl_seconds") -> float:
+    if (
+        isinstance(ttl_seconds, bool)
+        or not isinstance(ttl_seconds, int | float)
+        or not math.isfinite(ttl_seconds)
+        or not 0 < ttl_seconds <= MAX_TTL_SECONDS
+    ):
+        raise InvalidArgumentError(
+            name, ttl_seconds, f"must be a number of seconds in (0, {MAX_TTL_SECONDS:,}]"
+        )
+    return float(ttl_seconds)
+
+
+def validate_clock_skew(clock_skew_seconds: object) -> float:
+    """The skew margin: a finite number of seconds >= 0 (0 trusts every clock exactly)."""
+    if (
+        isinstance(clock_skew_seconds, bool)
+        or not isinstance(clock_skew_seconds, int | float)
+        or not math.isfinite(clock_skew_seconds)
+        or not 0 <= clock_skew_seconds <= MAX_TTL_SECONDS
+    ):
+        raise InvalidArgumentError(
+            "clock_skew_seconds",
+            clock_skew_seconds,
+            f"must be a number of seconds in [0, {MAX_TTL_SECONDS:,}]",
+        )
+    return float(clock_skew_seconds)
+
+
+def validate_token(token: object) -> str | None:
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token or len(token) > 128:
+        raise InvalidArgumentError("token", token, "must be a lease's token (a string) or None")
+    utf8("token", token)
+    return token
+
+
+def validate_arn(execution_arn: object) -> str | None:
+    if execution_arn is None:
+        return None
+    if not isinstance(execution_arn, str) or not execution_arn:
+        raise InvalidArgumentError("execution_arn", execution_arn, "must be a non-empty string")
+    if len(utf8("execution_arn", execution_arn)) > MAX_EXECUTION_ARN_BYTES:
+        raise InvalidArgumentError(
+            "execution_arn", execution_arn, f"is over {MAX_EXECUTION_ARN_BYTES} bytes"
+        )
+    return execution_arn
+
+
+def validate_callback_id(callback_id: object) -> str | None:
+    if callback_id is None:
+        return None
+    if not isinstance(callback_id, str) or not callback_id:
+        raise InvalidArgumentError("callback_id", callback_id, "must be a non-empty string")
+    if len(utf8("callback_id", callback_id)) > MAX_CALLBACK_ID_BYTES:
+        raise InvalidArgumentError("callback_id", callback_id, f"is over {MAX_CALLBACK_ID_BYTES}")
+    return callback_id
+
+
+def validate_position(position: object) -> int | None:
+    if position is None:
+        return None
+    if isinstance(position, bool) or not isinstance(position, int) or position < 1:
+        raise InvalidArgumentError("position", position, "must be an integer >= 1 or None")
+    return position
