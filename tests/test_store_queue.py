@@ -227,3 +227,15 @@ def test_the_oldest_waiter_releasing_itself_just_leaves_the_queue(
     assert out.left_queue and not out.released and out.grant is None
     assert [w.holder for w in semaphore.waiters("k")] == ["c"]
     assert semaphore.release_slot("k", "a", waiters_likely=True).grant.holder == "c"  # type: ignore[union-attr]
+
+
+def test_queue_first_reports_the_waiters_ahead_or_that_it_does_not_know(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    """A waiter that joins first thing (no read of the counter) cannot count who is ahead:
+    it says None, never a wrong 0."""
+    assert semaphore.try_acquire("k", "holder", 1) is not None
+    for i in range(3):
+        assert semaphore.acquire("k", f"w{i}", 1).ahead == i
+    late = semaphore.acquire("k", "late", 1, queue_first=True)
+    assert late.queued and late.ahead is None

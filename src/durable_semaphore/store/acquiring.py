@@ -351,7 +351,9 @@ class Acquiring(Releasing):
                     longer = not longer
                     continue
                 return None
-            return AcquireResult(None, call.arrival, ahead=max(0, meta.wseq - meta.served))
+            # How many wait ahead, from the counter as last read (unknown without a read).
+            ahead = max(0, meta.wseq - meta.served) if meta.exists else None
+            return AcquireResult(None, call.arrival, ahead=ahead)
         return None
 
     def _queue_items(

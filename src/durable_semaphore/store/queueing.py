@@ -7,6 +7,7 @@ decides for its caller what to do next.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -167,10 +168,13 @@ class Queueing(StoreCore):
             if not heads:
                 self._recount_queue(key)
                 return grants
-            waiter = heads[0]
-            if not waiter.is_live(now):
+            # Dead waiters ahead of the first live one go, all from this one read.
+            dead = _dead_ahead(heads, now)
+            for waiter in dead:
                 self._drop_waiter(key, waiter)
+            if len(dead) == len(heads):
                 continue
+            waiter = heads[len(dead)]
             to = self._handover(waiter, now, new_token())
             items = queue_requests.handoff(
                 self.table_name,
@@ -240,6 +244,11 @@ class Queueing(StoreCore):
         if not meta.exists or meta.nwait == actual:
             return
         self._update_or_none(requests.set_waiting(key, meta.version, actual))
+
+
+def _dead_ahead(heads: list[Waiter], now: float) -> list[Waiter]:
+    """The dead waiters at the front of ``heads`` (ahead of the first live one)."""
+    return list(itertools.takewhile(lambda waiter: not waiter.is_live(now), heads))
 
 
 def _token_of(to: Handover) -> str:

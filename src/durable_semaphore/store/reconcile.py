@@ -35,7 +35,8 @@ class Plan:
     hint: float | None
     #: Nothing to remove and the count already right: no write needed.
     settled: bool
-    #: Nothing live and nobody waiting: the item itself can go (version-checked).
+    #: Nothing live and nobody waiting: the item itself can go, in one version-checked
+    #: delete whatever the number of expired leases in it.
     idle: bool
 
 
@@ -48,7 +49,7 @@ def plan(meta: Meta, *, cutoff: float, per_write: int = REMOVES_PER_WRITE) -> Pl
     )
     live = [lease.expires_at for lease in meta.leases.values() if lease.expires_at > cutoff]
     hint = min(live, default=None)
-    idle = meta.exists and not live and meta.nwait <= 0 and len(expired) <= per_write
+    idle = meta.exists and not live and meta.nwait <= 0
     settled = not expired and meta.count == len(meta.leases)
     chunks = [expired[i : i + per_write] for i in range(0, len(expired), per_write)] or [[]]
     batches: list[Batch] = []
