@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from durable_semaphore import DynamoDBSemaphore
-from durable_semaphore.store import default_client_config
+from durable_semaphore.store import TTL_ATTRIBUTE, default_client_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,9 +127,14 @@ def limiter_env(
 
 @pytest.fixture
 def leases_left(semaphore: DynamoDBSemaphore) -> Callable[[], list[Any]]:
-    """Every lease item still in the table (expired or not)."""
+    """Every lease still in the table (expired or not). Also checks that every row of the
+    table carries the TTL attribute, so that whatever key kinds the test used, nothing is
+    left that DynamoDB would keep forever once idle."""
 
     def scan() -> list[Any]:
+        rows = semaphore.client.scan(TableName=semaphore.table_name, ConsistentRead=True)
+        forever = [row for row in rows["Items"] if TTL_ATTRIBUTE not in row]
+        assert forever == [], f"rows without {TTL_ATTRIBUTE}: {forever}"
         return list(semaphore.scan_leases())
 
     return scan

@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from durable_semaphore import ContentionError, DynamoDBSemaphore, Lease
 from durable_semaphore.store import AcquireResult, default_client_config
 from durable_semaphore.store import queue_requests as store_requests
+from durable_semaphore.store.shards import placement
 from tests.chaos.faults import FaultInjector, FaultRates
 from tests.chaos.observer import EventLog
 from tests.test_store_concurrency import UnconditionalStore
@@ -76,6 +77,11 @@ class Workload:
     #: A wait longer than this (seconds) gives up: logged as "timeout", the worker leaves
     #: the queue and stops, so a control whose queue is stuck still ends.
     wait_deadline: float | None = None
+    #: Each key is one limit spread over this many counter items (store/shards.py); the
+    #: observer still judges the key as a whole.
+    shards: int = 1
+    #: The sharding control: every shard takes the whole limit instead of its share.
+    unsplit_shards: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +201,16 @@ class _Worker:
                 self.log.write("x", op=call.__name__, err=type(err).__name__)
                 time.sleep(self.rng.uniform(0.02, 0.1))
 
+    def place(self, key: str, holder: str) -> tuple[str, int]:
+        """The stored key (the holder's shard) and that shard's limit."""
+        stored, share = placement(key, holder, self.w.limit, self.w.shards)
+        return stored, self.w.limit if self.w.unsplit_shards else share
+
     def take(self, key: str, holder: str, queue: bool) -> tuple[Lease | None, int]:
         """A lease for ``holder``, by polling or by waiting in the queue; and the refusals.
 
         None when the workload's wait deadline passed first."""
+        key, limit = self.place(key, holder)
         position: int | None = None
         refused = 0
         deadline = self.w.wait_deadline
@@ -212,7 +224,7 @@ class _Worker:
                     self.sem.acquire,
                     key,
                     holder,
-                    self.w.limit,
+                    limit,
                     self.w.ttl_seconds,
                     position=position,
                     queue_ttl_seconds=self.w.queue_ttl_seconds,
@@ -225,18 +237,19 @@ class _Worker:
                 time.sleep(self.rng.uniform(*QUEUE_POLL))
             else:
                 lease, _ = self._retrying(
-                    self.sem.try_acquire, key, holder, self.w.limit, self.w.ttl_seconds
+                    self.sem.try_acquire, key, holder, limit, self.w.ttl_seconds
                 )
                 if lease is not None:
                     return lease, refused
                 refused += 1
                 time.sleep(self.rng.uniform(*TRY_POLL))
 
-    def enter(self, lease: Lease, refused: int) -> None:
-        """Tell the observer we hold ``lease``, and when it ends on the monotonic clock."""
+    def enter(self, lease: Lease, refused: int, key: str) -> None:
+        """Tell the observer we hold ``lease`` of ``key`` (the key as a whole, whichever
+        shard the lease is in), and when it ends on the monotonic clock."""
         t = time.monotonic()
         end = t + (lease.expires_at - self.sem.now())
-        self.log.write("in", k=lease.key, h=lease.holder, t=t, end=end, tok=lease.token,
+        self.log.write("in", k=key, h=lease.holder, t=t, end=end, tok=lease.token,
                        exp=lease.expires_at, r=refused)  # fmt: skip
 
     def hold(self, lease: Lease) -> None:
@@ -270,7 +283,7 @@ class _Worker:
         """Past the wait deadline: say so, and leave the queue (or hand on a slot granted
         meanwhile: a release without token frees whatever the holder id has)."""
         self.log.write("timeout", k=key, h=holder)
-        released, _ = self._retrying(self.sem.release, key, holder)
+        released, _ = self._retrying(self.sem.release, self.place(key, holder)[0], holder)
         self.log.write("left", h=holder, ok=released)
 
     def cycles(self) -> None:
@@ -284,7 +297,7 @@ class _Worker:
             if lease is None:
                 self.give_up(key, holder)
                 return
-            self.enter(lease, refused)
+            self.enter(lease, refused, key)
             if cycle == self.spec.kill_at_cycle:
                 self.log.write("kill", h=holder)
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -302,7 +315,7 @@ class _Worker:
             live = job.expires_at is not None and self.sem.now() < job.expires_at
             same = None if job.token is None else lease.token == job.token
             self.log.write("replay", h=job.holder, live=live, same=same)
-            self.enter(lease, refused)
+            self.enter(lease, refused, job.key)
             self.hold(lease)
             self.leave(lease)
 
