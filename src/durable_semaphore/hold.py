@@ -28,13 +28,12 @@ import inspect
 import logging
 import math
 import os
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Literal, ParamSpec, Protocol, TypeVar
 
 from botocore.exceptions import (
     ClientError,
@@ -53,7 +52,7 @@ from durable_semaphore.errors import (
     InvalidArgumentError,
 )
 from durable_semaphore.heartbeat import Heartbeat, fence
-from durable_semaphore.retry import is_transient_error
+from durable_semaphore.retry import Backoff, is_transient_error
 from durable_semaphore.store import (
     AcquireResult,
     Grant,
@@ -401,10 +400,8 @@ class Hold:
 
     def _pause(self, polls: int) -> float:
         """Capped exponential backoff with equal jitter: spread out, but never a hot loop."""
-        ceiling = min(self.max_poll_seconds, _FIRST_POLL_SECONDS * 2.0 ** min(polls - 1, 32))
-        if not self.limiter.jitter:
-            return ceiling
-        return ceiling / 2 + random.random() * ceiling / 2
+        jitter: Literal["equal", "none"] = "equal" if self.limiter.jitter else "none"
+        return Backoff(_FIRST_POLL_SECONDS, self.max_poll_seconds, jitter=jitter).delay(polls)
 
     def _leave(self) -> None:
         """Give up the queue place; a slot handed over meanwhile is passed on, not kept.

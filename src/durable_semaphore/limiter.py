@@ -28,6 +28,7 @@ from durable_semaphore.hold import (
     Hold,
     holding,
 )
+from durable_semaphore.retry import Backoff
 from durable_semaphore.settings import resolve_table_name
 from durable_semaphore.store import (
     MAX_LIMIT,
@@ -507,19 +508,20 @@ class DynamoDBLimiter(StoreAccess):
 
     def backoff_ceiling(self, attempts_made: int) -> float:
         """Upper bound of the delay after ``attempts_made`` failed attempts (before jitter)."""
-        exponent = max(0, attempts_made - 1)
-        # Cap the exponent so huge attempt counts cannot overflow a float.
-        try:
-            raw = self.initial_delay_seconds * self.backoff_multiplier ** min(exponent, 1024)
-        except OverflowError:
-            raw = math.inf
-        return min(self.max_delay_seconds, raw)
+        return self._backoff.ceiling(attempts_made)
 
     def backoff_delay(self, attempts_made: int) -> int:
         """Whole seconds to wait after ``attempts_made`` failed attempts (at least 1)."""
-        ceiling = self.backoff_ceiling(attempts_made)
-        delay = ceiling * self._random() if self.jitter else ceiling
-        return max(1, math.ceil(delay))
+        return max(1, math.ceil(self._backoff.delay(attempts_made, self._random)))
+
+    @property
+    def _backoff(self) -> Backoff:
+        return Backoff(
+            self.initial_delay_seconds,
+            self.max_delay_seconds,
+            self.backoff_multiplier,
+            "full" if self.jitter else "none",
+        )
 
 
 #: The value of ``MapConfig.limiter`` / ``ParallelConfig.limiter``.

@@ -12,12 +12,19 @@ module. They live here, side by side, so they can be read and tuned together:
   caller's time budget (:mod:`durable_semaphore.deadline`).
 * **a caller's retries of a failed store call** (a hold's poll, a branch's next durable
   attempt): they retry exactly what :func:`is_transient_error` calls transient.
+
+Every pause between attempts is a :class:`Backoff`: capped exponential growth, with full
+jitter (the store's races, a branch's durable backoff) or equal jitter (a hold's polls, which
+must never turn into a hot loop).
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from botocore.config import Config
 from botocore.exceptions import (
@@ -38,6 +45,7 @@ __all__ = [
     "REAPER_LAMBDA",
     "STORE",
     "WAKE",
+    "Backoff",
     "ClientRetries",
     "ConflictRetry",
     "client_config",
@@ -123,9 +131,38 @@ def client_config(kind: ClientRetries) -> Config:
 
 
 @dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff: the ceiling after ``n`` failed attempts is ``first`` times
+    ``multiplier`` to the ``n - 1``, at most ``cap``; ``jitter`` picks the pause under it
+    ("full": anywhere from 0, which spreads contenders best; "equal": from half of it, which
+    never comes close to a hot loop; "none": the ceiling itself)."""
+
+    first: float
+    cap: float
+    multiplier: float = 2.0
+    jitter: Literal["full", "equal", "none"] = "full"
+
+    def ceiling(self, attempts_made: int) -> float:
+        exponent = max(0, attempts_made - 1)
+        try:  # huge attempt counts must not overflow
+            raw = self.first * self.multiplier ** min(exponent, 1024)
+        except OverflowError:
+            raw = math.inf
+        return min(self.cap, raw)
+
+    def delay(self, attempts_made: int, rand: Callable[[], float] = random.random) -> float:
+        ceiling = self.ceiling(attempts_made)
+        if self.jitter == "full":
+            return ceiling * rand()
+        if self.jitter == "equal":
+            return ceiling / 2 + ceiling / 2 * rand()
+        return ceiling
+
+
+@dataclass(frozen=True, slots=True)
 class ConflictRetry:
     """Retries of a lost race inside the store: ``attempts`` at most, pausing with full jitter
-    from ``first`` seconds, doubling up to ``cap`` (transaction conflicts clear in ms)."""
+    from ``first`` seconds, doubling up to ``cap`` (conflicts clear in milliseconds)."""
 
     attempts: int
     first: float
@@ -133,8 +170,8 @@ class ConflictRetry:
 
     def pause(self, attempt: int) -> None:
         """Sleep before retry number ``attempt`` (0-based), never past the caller's budget."""
-        budgeted_sleep(random.uniform(0, min(self.cap, self.first * 2 ** min(attempt, 32))))
+        budgeted_sleep(Backoff(self.first, self.cap).delay(attempt + 1))
 
 
-#: The store's lost-race retries (TransactionConflict, a reconcile that met another writer).
+#: The store's lost-race retries (a conflict, a reconcile that met another writer).
 CONFLICT = ConflictRetry(attempts=50, first=0.005, cap=0.2)
