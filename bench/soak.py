@@ -13,6 +13,10 @@ back, and reports the longest time a slot sat free while someone waited, against
 (whole-second expiry) + margin + one poll + slack; then the same with waiters that do not
 look at the key, which must miss it.
 
+A third phase runs one sharded key (its limit over several counter items) with faults and
+kills, judged as a whole by the observer, then the same with shards that each take the whole
+limit, which must be caught over-admitting.
+
 Prints: operations, faults injected by kind, kills, restarts, peak observed vs limit, leaks,
 the longest free slot vs its bound, and the duration. Exits 1 if the limit was exceeded,
 anything leaked, a worker failed, or a free slot sat longer than the bound.
@@ -53,6 +57,7 @@ from tests.conftest import dynamodb_local  # noqa: E402
 
 from durable_semaphore import DynamoDBSemaphore  # noqa: E402
 from durable_semaphore.store import default_client_config  # noqa: E402
+from durable_semaphore.store.shards import all_shards  # noqa: E402
 
 
 def _spread(count: int) -> tuple[float, ...]:
@@ -95,20 +100,43 @@ def _live_run(
     return run_chaos(plan, server.endpoint, table, work / f"{name}-logs")
 
 
+def _shard_plan(args: argparse.Namespace) -> ChaosPlan:
+    """The shard phase: one key, a limit of 12 over 4 shards, faults and kills."""
+    rate = args.fault_rate
+    workload = Workload(
+        keys=("soak-sharded",),
+        limit=12,
+        shards=4,
+        ttl_seconds=args.ttl,
+        clock_skew_seconds=2.0,
+        hold=(0.0, max(args.hold, 0.02)),
+        faults=FaultRates(throttle=rate, connection=rate, lost=rate, surfaced=rate / 4),
+        queue_share=0.3,
+        queue_ttl_seconds=30,
+    )
+    return ChaosPlan(
+        workload=workload,
+        processes=max(args.processes, 12),
+        cycles=args.shard_cycles,
+        kills=_spread(2),
+        seed=args.seed + 1,
+    )
+
+
 def _end(client: Any, table: str, plan: ChaosPlan) -> tuple[list[dict[str, Any]], list[str]]:
     w = plan.workload
     states, found = [], []
-    for key in w.keys:
+    for key, limit in (s for k in w.keys for s in all_shards(k, w.limit, w.shards)):
         state = end_state(
             client,
             table,
             key,
-            w.limit,
+            limit,
             beyond=max(plan.clock_offsets) + max(w.ttl_seconds, w.queue_ttl_seconds),
             clock_skew_seconds=w.clock_skew_seconds,
         )
         states.append(asdict(state))
-        found.extend(problems(state, w.limit))
+        found.extend(problems(state, limit))
     return states, found
 
 
@@ -176,6 +204,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--live-slack", type=float, default=FREE_SLOT_SLACK, help="seconds over the bound"
     )
+    parser.add_argument(
+        "--shard-cycles", type=int, default=400, help="shard phase: cycles (0 skips the phase)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the event logs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON too")
     args = parser.parse_args(argv)
@@ -230,6 +261,22 @@ def main(argv: list[str]) -> int:
                 live_plan, workload=replace(live_plan.workload, blind_waiters=True)
             )
             blind = _live_run(client, server, work, blind_plan, "blind")
+        sharded = unsplit = None
+        shard_found: list[str] = []
+        if args.shard_cycles:
+            shard_plan = _shard_plan(args)
+            print(f"shard phase: {shard_plan.processes} processes x {shard_plan.cycles} cycles")
+            shard_table = f"sharded-{uuid.uuid4().hex[:8]}"
+            DynamoDBSemaphore(table_name=shard_table, client=client).create_table()
+            sharded = run_chaos(shard_plan, server.endpoint, shard_table, work / "sharded-logs")
+            _shard_states, shard_found = _end(client, shard_table, shard_plan)
+            unsplit_plan = replace(
+                shard_plan,
+                cycles=20,
+                kills=(),
+                workload=replace(shard_plan.workload, unsplit_shards=True, hold=(0.05, 0.1)),
+            )
+            unsplit = _live_run(client, server, work, unsplit_plan, "unsplit")
     finally:
         server.close()
     print(f"restart took {', '.join(f'{s:.1f}' for s in server.restart_seconds)} s")
@@ -246,6 +293,16 @@ def main(argv: list[str]) -> int:
             failed.append(f"queue only: {live.timeouts} waits gave up")
         if blind.longest_free_slot <= bound:
             failed.append("blind waiters were not caught: the free-slot metric proves nothing")
+    if sharded is not None and unsplit is not None:
+        print(f"sharded key:       {sharded.operations:,} operations, {sharded.kills} kills, "
+              f"faults {sum(sharded.faults.values()):,}; peak {sharded.peak} vs limit "
+              f"{sharded.limit} over 4 shards; control (shards not splitting the limit): "
+              f"peak {unsplit.peak}")  # fmt: skip
+        failed.extend(sharded.errors + shard_found)
+        if sharded.peak > sharded.limit:
+            failed.append(f"sharded: peak {sharded.peak} over the limit {sharded.limit}")
+        if unsplit.peak <= unsplit.limit:
+            failed.append("unsplit shards were not caught: the shard phase proves nothing")
     if args.json:
         extra: dict[str, Any] = {}
         if live is not None and blind is not None:

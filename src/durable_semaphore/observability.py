@@ -147,9 +147,9 @@ def lease_in_flight(key: str, count: int) -> None:
 def lease_lost(key: str, holder: str) -> None:
     """For the SDK integration and ``hold()``: a holder's lease was gone while it worked."""
     observer = _observer
-    lost = getattr(observer, "lost", None)  # observers written before this hook lack it
-    if lost is not None:
-        _safely(lost, key, holder)
+    if observer is not None:
+        # Looked up inside the guard: an observer that lacks the hook must not break a hold.
+        _safely(lambda: observer.lost(key, holder))
 
 
 def _safely(method: Any, *args: Any) -> None:

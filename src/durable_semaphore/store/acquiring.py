@@ -69,6 +69,19 @@ class Attempt:
     def slot(self) -> str:
         return slot_name(self.holder)
 
+    def lease_value(
+        self, token: str, expires_at: int, now: float, execution_arn: str | None
+    ) -> dict[str, Any]:
+        """This holder's lease attribute, held (not a grant)."""
+        return encode_lease(
+            self.key,
+            self.holder,
+            token=token,
+            expires_at=expires_at,
+            acquired_at=now,
+            execution_arn=execution_arn,
+        )
+
 
 def callbacks_of(callback_id: str | None, spare_callback_ids: tuple[str, ...]) -> tuple[str, ...]:
     validate_callback_id(callback_id)
@@ -119,14 +132,7 @@ class Acquiring(Releasing):
         answer came back after the lease ended and it was reclaimed meanwhile)."""
         expires_at = math.ceil(now + call.ttl)
         token = call.token or new_token()
-        value = encode_lease(
-            call.key,
-            call.holder,
-            token=token,
-            expires_at=expires_at,
-            acquired_at=now,
-            execution_arn=call.execution_arn,
-        )
+        value = call.lease_value(token, expires_at, now, call.execution_arn)
         write = requests.acquire(
             call.key,
             call.slot,
@@ -209,14 +215,7 @@ class Acquiring(Releasing):
         """Renew the holder's expired-but-counted lease as a new generation (new token)."""
         expires_at = math.ceil(now + call.ttl)
         token = new_token()
-        fresh = encode_lease(
-            call.key,
-            call.holder,
-            token=token,
-            expires_at=expires_at,
-            acquired_at=now,
-            execution_arn=seen.execution_arn or call.execution_arn,
-        )
+        fresh = call.lease_value(token, expires_at, now, seen.execution_arn or call.execution_arn)
         try:
             self._update_counter(
                 lambda longer: requests.revive(
