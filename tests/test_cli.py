@@ -97,6 +97,34 @@ def test_release_frees_the_slot_then_reports_nothing_held(
     assert code == cli.EXIT_NO and "nothing released" in out
 
 
+def test_status_with_a_limit_shows_every_shard_and_the_total(
+    ddb_endpoint: str,
+    semaphore: DynamoDBSemaphore,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    limiter = DynamoDBLimiter("hot", 150, shards=3, semaphore=semaphore, waker=None)
+    for i in range(5):
+        assert limiter.acquire("hot", f"h{i}", 150).held
+    where = local(ddb_endpoint, semaphore.table_name)
+    code, out, _ = run(capsys, "status", "hot", "--limit", "150", "--shards", "3", "--json", *where)
+    assert code == cli.EXIT_OK
+    doc = json.loads(out)
+    assert doc["live"] == 5 and [s["key"] for s in doc["shards"]] == [
+        f"hot#{i}of3" for i in range(3)
+    ]
+    assert sorted(h["holder"] for s in doc["shards"] for h in s["holders"]) == [
+        f"h{i}" for i in range(5)
+    ]
+    code, out, _ = run(capsys, "status", "hot", "--limit", "150", "--shards", "3", *where)
+    assert code == cli.EXIT_OK and out.startswith("'hot': 3 shards, 5 live lease(s), 0 waiting")
+    # Without the limit the name alone is one stored key, which holds nothing here.
+    code, out, _ = run(capsys, "status", "hot", "--json", *where)
+    assert code == cli.EXIT_OK and json.loads(out)["live"] == 0
+    # A shard count the limit cannot have: our error, exit 2.
+    code, _, err = run(capsys, "status", "hot", "--limit", "150", "--shards", "1", *where)
+    assert code == cli.EXIT_USAGE and "shards" in err and "use at least 2" in err
+
+
 def test_status_shows_waiters_in_queue_order_and_granted_leases(
     ddb_endpoint: str,
     semaphore: DynamoDBSemaphore,

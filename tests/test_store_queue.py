@@ -239,3 +239,25 @@ def test_queue_first_reports_the_waiters_ahead_or_that_it_does_not_know(
         assert semaphore.acquire("k", f"w{i}", 1).ahead == i
     late = semaphore.acquire("k", "late", 1, queue_first=True)
     assert late.queued and late.ahead is None
+
+
+def test_a_waiter_handed_a_slot_claims_it_in_two_requests(semaphore: DynamoDBSemaphore) -> None:
+    """Its check-in finds its place gone (one cancelled transaction), then it claims the
+    slot straight away (one write): no refused acquire in between."""
+    assert semaphore.acquire("k", "a", 1).held
+    waiting = semaphore.acquire("k", "w", 1)
+    assert semaphore.release_slot("k", "a", waiters_likely=True).grant is not None
+    with count_requests(semaphore.client) as seen:
+        claimed = semaphore.acquire("k", "w", 1, position=waiting.position)
+    assert claimed.held and claimed.lease is not None and claimed.lease.state == "held"
+    assert dict(seen) == {"TransactWriteItems": 1, "UpdateItem": 1}
+
+
+def test_joining_first_on_a_full_key_is_one_transaction(semaphore: DynamoDBSemaphore) -> None:
+    """The counter's TTL (a day-long lease's) outlives the place: the first variant of the
+    join is the right one, with no cancelled transaction before it."""
+    assert semaphore.acquire("k", "a", 1).held
+    with count_requests(semaphore.client) as seen:
+        joined = semaphore.acquire("k", "w", 1, callback_id="cb", queue_first=True)
+    assert joined.queued
+    assert dict(seen) == {"TransactWriteItems": 1}

@@ -21,6 +21,7 @@ from durable_semaphore.cli_support import (
     limiter_from_args,
 )
 from durable_semaphore.errors import PrerequisiteError
+from durable_semaphore.limiter import DynamoDBLimiter
 from durable_semaphore.store import GRANTED, Lease, SlotCount, Waiter
 
 __all__ = [
@@ -41,6 +42,13 @@ def _iso(epoch: float) -> str:
 
 def add_status(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key", help="the semaphore key (a limiter name, or ARN#operation id)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        help="the key's limit: with it, every shard of a sharded limit is shown (the shards "
+        "a limit has follow from it and --shards)",
+    )
+    parser.add_argument("--shards", type=int, help="the limiter's shards= (default: automatic)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -54,23 +62,42 @@ def status(args: argparse.Namespace) -> int:
     sequence numbers order the queue but count arrivals, so they say nothing about the wait.
     """
     table = limiter_from_args(args)
+    if args.limit is not None:
+        table = DynamoDBLimiter(
+            limit=args.limit, shards=args.shards, semaphore=table.semaphore, waker=None
+        )
+    views = [_view(table, key) for key in table.stored_keys(args.key, args.limit)]
+    if args.json:
+        if len(views) == 1:
+            print(json.dumps(_status_json(views[0]), indent=2))
+        else:
+            shards = [_status_json(view) for view in views]
+            total = {"key": args.key, "live": sum(s["live"] for s in shards), "shards": shards}
+            print(json.dumps(total, indent=2))
+        return EXIT_OK
+    if len(views) > 1:
+        live = sum(len(view.leases) for view in views)
+        waiting = sum(view.waiting for view in views)
+        print(f"{args.key!r}: {len(views)} shards, {live} live lease(s), {waiting} waiting")
+    for view in views:
+        _print_status(view)
+    return EXIT_OK
+
+
+def _view(table: DynamoDBLimiter, key: str) -> _KeyView:
+    """One stored key, read once."""
     now = table.now()
-    entries = table.entries(args.key)
-    view = _KeyView(
-        key=args.key,
+    entries = table.entries(key)
+    return _KeyView(
+        key=key,
         table=str(table.table_name),
         now=now,
         leases=sorted((e for e in entries if e.holds_slot), key=lambda lease: lease.acquired_at),
         # The queue marker knows when its holder joined; the queue entry only when it expires.
         markers={e.holder: e for e in entries if not e.holds_slot},
-        queue=table.waiters(args.key),
-        count=table.slot_count(args.key),
+        queue=table.waiters(key),
+        count=table.slot_count(key),
     )
-    if args.json:
-        print(json.dumps(_status_json(view), indent=2))
-    else:
-        _print_status(view)
-    return EXIT_OK
 
 
 @dataclass(frozen=True)

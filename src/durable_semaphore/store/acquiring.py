@@ -112,6 +112,11 @@ class Acquiring(Releasing):
                 if touched is not None:
                     return touched.with_grants(call.grants)
                 position = None  # the entry is gone: acquire or queue afresh
+                # Mostly because the slot was handed over: claim it at once (a waiter that
+                # was dropped instead pays this one refused write, then competes anew).
+                claimed = self._claim(call.key, call.holder, now, call.ttl)
+                if claimed is not None:
+                    return AcquireResult(claimed, None, tuple(call.grants))
             try:
                 lease = self._take(call, now, variants)
             except ConditionFailed as refused:
@@ -316,7 +321,9 @@ class Acquiring(Releasing):
         A number another waiter already has (a tie of clock and tiebreak, vanishingly rare)
         is replaced by a fresh one."""
         queue_expires = math.ceil(now + call.queue_ttl)
-        longer = meta.needs_longer_life(queue_expires)
+        # Unread (a waiter joining first thing), the counter is taken to outlive the place:
+        # its TTL covers the leases that fill the key, which usually live longer.
+        longer = meta.needs_longer_life(queue_expires) if meta.exists else False
         for _ in range(3):
             marker, entry = self._queue_items(call, now, queue_expires)
             items = queue_requests.enqueue(
