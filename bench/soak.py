@@ -101,11 +101,12 @@ def _live_run(
 
 
 def _shard_plan(args: argparse.Namespace) -> ChaosPlan:
-    """The shard phase: one key, a limit of 12 over 4 shards, faults and kills."""
+    """The shard phase: one key, a limit of 8 over 4 shards (2 slots each), faults and kills,
+    with more processes than the limit, so that the control can show over-admission."""
     rate = args.fault_rate
     workload = Workload(
         keys=("soak-sharded",),
-        limit=12,
+        limit=8,
         shards=4,
         ttl_seconds=args.ttl,
         clock_skew_seconds=2.0,

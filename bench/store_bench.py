@@ -629,7 +629,8 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
         if cfg
         else ""
     )
-    lines = [f"Measured {day} with `{' '.join(command)}`{how}:", ""]
+    stamp = f"Measured {day} with `{' '.join(command)}`{how}:"
+    lines = [stamp, ""]
     lines += [
         "| limit | shards | holders present | counter item | requests per cycle "
         "| WCU (DynamoDB Local) | WCU billed by AWS | ceiling per key |",
@@ -648,7 +649,8 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
     lines += [
         "",
         f"Contended path at limit {contended['limit']} (key full, counter item "
-        f"{_kb(contended['counter_item_bytes'])} KB; mean of {contended['rounds']} rounds):",
+        f"{_kb(contended['counter_item_bytes'])} KB; mean of {contended['rounds']} rounds), "
+        f"{stamp}",
         "",
         "| step | requests | WCU (DynamoDB Local) | WCU billed by AWS | RCU |",
         "|---|---|---|---|---|",
@@ -664,6 +666,8 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
         f"| | **{total['wcu_billed']:.1f}** | |"
     )
     lines += [
+        "",
+        f"Per-key ceilings on the service (1,000 WCU/s per partition key), {stamp}",
         "",
         "| key | billed WCU per cycle | target | WCU/s per counter item at the target "
         "| ceiling per key (1,000 WCU/s per item) |",
@@ -683,14 +687,18 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
     old, new = report["old_vs_new"]["old"], report["old_vs_new"]["new"]
     lines += [
         "",
+        f"The model this store replaced, against it, {stamp}",
+        "",
         "| model | requests per uncontended cycle | billed WCU per cycle | ceiling per key |",
         "|---|---|---|---|",
-        f"| before (two 2-item transactions, cb679bc) | {old['requests']} "
+        f"| before (two 2-item transactions, 0.1) | {old['requests']} "
         f"| {old['wcu_billed']:.0f} | {_thousands(old['ceiling'])} cycles/s |",
         f"| now (a lease is an attribute of the counter item), limit 5 | {new['requests']} "
         f"| {new['wcu_billed']:.1f} | {_thousands(new['ceiling'])} cycles/s |",
     ]
     lines += [
+        "",
+        f"Throughput on DynamoDB Local, peak in flight from an outside observer, {stamp}",
         "",
         "| run | processes | limit | shards | cycles/s (median) | refused (median) "
         "| observed peak in flight |",

@@ -28,7 +28,7 @@ from durable_semaphore.store import (
 # Importing the package makes MapConfig/ParallelConfig(limiter=...) take effect (idempotent).
 install()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_TABLE_NAME",

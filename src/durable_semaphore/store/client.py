@@ -194,11 +194,16 @@ class Cancelled(Exception):
 
 
 class ConditionFailed(Exception):
-    """A single conditional write refused; ``item`` is the item as it was (None if absent)."""
+    """A single conditional write refused; ``item`` is the item as it was (None if absent).
 
-    def __init__(self, item: Mapping[str, Any] | None) -> None:
+    ``retried``: botocore sent the request more than once, so an earlier attempt may have
+    been applied and this refusal be its own effect (a single write has no idempotency token).
+    """
+
+    def __init__(self, item: Mapping[str, Any] | None, *, retried: bool = False) -> None:
         super().__init__("condition failed")
         self.item = item
+        self.retried = retried
 
 
 class StoreIO:
@@ -304,7 +309,8 @@ class StoreIO:
             if error_code(err) != "ConditionalCheckFailedException":
                 raise
             old: Mapping[str, Any] | None = err.response.get("Item")  # type: ignore[assignment]
-            raise ConditionFailed(old) from None
+            attempts = err.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+            raise ConditionFailed(old, retried=bool(attempts)) from None
 
     def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
         """One item, strongly read."""

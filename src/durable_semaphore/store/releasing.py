@@ -99,11 +99,13 @@ class Releasing(Reconciling):
                 self.io.update(**requests.release(key, fence))
             except ConditionFailed as refused:
                 meta = Meta.parse(refused.item)
-                if meta.last_release == request_id:
-                    # This very release was applied; botocore resent it after losing the answer.
+                mine = meta.lease_of(holder)
+                if meta.last_release == request_id or (refused.retried and mine is None):
+                    # This very release was applied; botocore resent it after losing the answer
+                    # (its id is still the last release's, or the lease is gone after a resend:
+                    # another release in between would have had to free it within that resend).
                     observability.lease_released(key, holder)
                     return ReleaseResult(seen_expiry is None)
-                mine = meta.lease_of(holder)
                 if not releasable(mine, fence):
                     result = self._not_released(key, holder, mine, fence)
                     if isinstance(result, ExpiredOwn):
