@@ -591,6 +591,8 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
         )
     lines += [
         "",
+        f"Per completed cycle, the same run (measured {day} with `{' '.join(command)}`):",
+        "",
         "| processes | limit | system | requests per cycle | wall | client CPU | server CPU "
         "| machine idle | billed WCU | ceiling per key |",
         "|---|---|---|---|---|---|---|---|---|---|",

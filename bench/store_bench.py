@@ -629,8 +629,8 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
         if cfg
         else ""
     )
-    stamp = f"Measured {day} with `{' '.join(command)}`{how}:"
-    lines = [stamp, ""]
+    stamp = f"measured {day} with `{' '.join(command)}`{how}"
+    lines = [f"M{stamp[1:]}:", ""]
     lines += [
         "| limit | shards | holders present | counter item | requests per cycle "
         "| WCU (DynamoDB Local) | WCU billed by AWS | ceiling per key |",
@@ -650,7 +650,7 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
         "",
         f"Contended path at limit {contended['limit']} (key full, counter item "
         f"{_kb(contended['counter_item_bytes'])} KB; mean of {contended['rounds']} rounds), "
-        f"{stamp}",
+        f"{stamp}:",
         "",
         "| step | requests | WCU (DynamoDB Local) | WCU billed by AWS | RCU |",
         "|---|---|---|---|---|",
@@ -667,7 +667,7 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
     )
     lines += [
         "",
-        f"Per-key ceilings on the service (1,000 WCU/s per partition key), {stamp}",
+        f"Per-key ceilings on the service (1,000 WCU/s per partition key), {stamp}:",
         "",
         "| key | billed WCU per cycle | target | WCU/s per counter item at the target "
         "| ceiling per key (1,000 WCU/s per item) |",
@@ -687,7 +687,7 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
     old, new = report["old_vs_new"]["old"], report["old_vs_new"]["new"]
     lines += [
         "",
-        f"The model this store replaced, against it, {stamp}",
+        f"The model this store replaced, against it, {stamp}:",
         "",
         "| model | requests per uncontended cycle | billed WCU per cycle | ceiling per key |",
         "|---|---|---|---|",
@@ -698,7 +698,7 @@ def markdown(report: dict[str, Any], command: list[str], day: str | None = None)
     ]
     lines += [
         "",
-        f"Throughput on DynamoDB Local, peak in flight from an outside observer, {stamp}",
+        f"Throughput on DynamoDB Local, peak in flight from an outside observer, {stamp}:",
         "",
         "| run | processes | limit | shards | cycles/s (median) | refused (median) "
         "| observed peak in flight |",
