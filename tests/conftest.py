@@ -115,14 +115,14 @@ def limiter_env(
     Uses the real default path (env var table name, a boto3 client built by the library) with
     boto3's per-service endpoint variable, so nothing in the library is patched.
     """
-    from durable_semaphore import limiter as limiter_module
+    from durable_semaphore import spec as spec_module
 
     monkeypatch.setenv("DURABLE_SEMAPHORE_TABLE", semaphore.table_name)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
     monkeypatch.delenv("DURABLE_SEMAPHORE_WAKER", raising=False)
-    limiter_module._default_limiters.clear()
+    spec_module._default_limiters.clear()
     yield semaphore
-    limiter_module._default_limiters.clear()
+    spec_module._default_limiters.clear()
 
 
 @pytest.fixture

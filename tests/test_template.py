@@ -531,7 +531,7 @@ def test_example_function_runs_the_seed_scenario(
         pytest.skip("the local runner's chained invokes need SDK >= 2.1")
     from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
 
-    from durable_semaphore import limiter as limiter_module
+    from durable_semaphore import spec as spec_module
     from durable_semaphore.demo.embedded import free_port
     from durable_semaphore.demo.lambda_endpoint import local_lambda_endpoint
     from durable_semaphore.demo.observer import all_operations
@@ -544,7 +544,7 @@ def test_example_function_runs_the_seed_scenario(
     monkeypatch.setenv("MAX_CONCURRENCY", "3")
     monkeypatch.setenv("WORK_SECONDS", "0")
     monkeypatch.delenv(WAKER_ENV_VAR, raising=False)
-    limiter_module._default_limiters.clear()
+    spec_module._default_limiters.clear()
     example = _load(ROOT / "infra/functions/example/app.py", "example_app")
     target = _load(ROOT / "infra/functions/target/app.py", "target_app")
     # The local runner misses a completion that lands while the waiter's invocation runs (as
@@ -578,7 +578,7 @@ def test_example_function_runs_the_seed_scenario(
                 ]
                 results = [runner.wait_for_result(arn, timeout=120) for arn in arns]
     finally:
-        limiter_module._default_limiters.clear()
+        spec_module._default_limiters.clear()
 
     assert example.LIMITER.name is not None  # a named limit: the kind that hands off
     assert (example.LIMITER.waker is not None) == (waker == "lambda")

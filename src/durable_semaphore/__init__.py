@@ -16,6 +16,7 @@ from durable_semaphore.errors import (
     UnsupportedSDKVersionError,
 )
 from durable_semaphore.limiter import DynamoDBLimiter
+from durable_semaphore.rate_limiter import DynamoDBRateLimiter
 from durable_semaphore.sdk import MapConfig, ParallelConfig, install
 from durable_semaphore.store import (
     DEFAULT_TABLE_NAME,
@@ -38,6 +39,7 @@ __all__ = [
     "ContentionError",
     "DurableSemaphoreError",
     "DynamoDBLimiter",
+    "DynamoDBRateLimiter",
     "DynamoDBSemaphore",
     "InvalidArgumentError",
     "Lease",

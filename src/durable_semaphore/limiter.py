@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import random
-import threading
 from collections.abc import Callable
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -29,7 +28,6 @@ from durable_semaphore.hold import (
     holding,
 )
 from durable_semaphore.retry import Backoff
-from durable_semaphore.settings import resolve_table_name
 from durable_semaphore.store import (
     MAX_LIMIT,
     AcquireResult,
@@ -54,9 +52,6 @@ __all__ = [
     "BRANCH_LEASE_TTL_SECONDS",
     "WAKER_ENV_VAR",
     "DynamoDBLimiter",
-    "LimiterSpec",
-    "default_limiter",
-    "resolve_limiter",
 ]
 
 #: Default lease lifetime. A suspended branch cannot heartbeat, and a durable execution may run
@@ -522,74 +517,3 @@ class DynamoDBLimiter(StoreAccess):
             self.backoff_multiplier,
             "full" if self.jitter else "none",
         )
-
-
-#: The value of ``MapConfig.limiter`` / ``ParallelConfig.limiter``.
-LimiterSpec = Literal["dynamodb"] | DynamoDBLimiter | None
-
-_default_limiters: dict[str, DynamoDBLimiter] = {}
-_default_lock = threading.Lock()
-
-
-def default_limiter() -> DynamoDBLimiter:
-    """The per-operation limiter behind ``limiter="dynamodb"``, one per table name.
-
-    Cached so that every map shares one boto3 client; keyed by the table the environment names
-    now, so changing ``DURABLE_SEMAPHORE_TABLE`` (in tests) takes effect.
-    """
-    table = resolve_table_name()
-    limiter = _default_limiters.get(table)
-    if limiter is None:
-        with _default_lock:
-            limiter = _default_limiters.get(table)
-            if limiter is None:
-                limiter = DynamoDBLimiter(table_name=table)
-                _default_limiters[table] = limiter
-    return limiter
-
-
-def validate_limiter_spec(limiter: object, max_concurrency: int | None) -> None:
-    """Reject a bad ``limiter=`` value when the config is built, naming the value."""
-    if limiter is None:
-        return
-    if isinstance(limiter, str):
-        if limiter != "dynamodb":
-            raise InvalidArgumentError(
-                "limiter", limiter, "must be None, 'dynamodb' or a DynamoDBLimiter"
-            )
-        if (
-            max_concurrency is None
-            or isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise InvalidArgumentError(
-                "max_concurrency",
-                max_concurrency,
-                "limiter='dynamodb' limits in-flight branches to max_concurrency, "
-                "so max_concurrency must be an int >= 1",
-            )
-        return
-    if isinstance(limiter, DynamoDBLimiter):
-        if limiter.limit is None and (
-            max_concurrency is None or isinstance(max_concurrency, bool) or max_concurrency < 1
-        ):
-            raise InvalidArgumentError(
-                "max_concurrency",
-                max_concurrency,
-                "DynamoDBLimiter() without limit takes its limit from max_concurrency, "
-                "so set one of them",
-            )
-        return
-    raise InvalidArgumentError("limiter", limiter, "must be None, 'dynamodb' or a DynamoDBLimiter")
-
-
-def resolve_limiter(limiter: object) -> DynamoDBLimiter | None:
-    """Map a validated ``limiter=`` value to a :class:`DynamoDBLimiter` (None stays None)."""
-    if limiter is None:
-        return None
-    if limiter == "dynamodb":
-        return default_limiter()
-    if isinstance(limiter, DynamoDBLimiter):
-        return limiter
-    raise InvalidArgumentError("limiter", limiter, "must be None, 'dynamodb' or a DynamoDBLimiter")

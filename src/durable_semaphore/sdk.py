@@ -46,9 +46,11 @@ from durable_semaphore.errors import (
     NestedLimiterError,
     UnsupportedSDKVersionError,
 )
-from durable_semaphore.limiter import (
+from durable_semaphore.pacing import Pace, run_paced
+from durable_semaphore.spec import (
     LimiterSpec,
     resolve_limiter,
+    resolve_rate_limiter,
     validate_limiter_spec,
 )
 from durable_semaphore.waiting import (
@@ -189,6 +191,14 @@ def _open_scope(ctx: DurableContext, config: MapConfig[Any] | ParallelConfig) ->
     )
 
 
+def _open_pace(ctx: DurableContext, config: MapConfig[Any] | ParallelConfig) -> Pace | None:
+    """The rate a map/parallel call is paced by, or None (no rate limiter)."""
+    rate = resolve_rate_limiter(config.limiter)
+    if rate is None:
+        return None
+    return Pace(rate, _execution_arn(ctx), _sdk_compat.next_operation_id(ctx))
+
+
 #: How many times one invocation drives a map again for wake-ups it saw too late.
 _MAX_REDRIVES = 20
 
@@ -257,10 +267,20 @@ def _wrap_map(original: Callable[..., Any]) -> Callable[..., Any]:
         config = bound.arguments.get("config")
         if not isinstance(config, MapConfig) or config.limiter is None:
             return original(self, *args, **kwargs)  # untouched: identical history
+        func = bound.arguments["func"]
+        pace = _open_pace(self, config)
+        if pace is not None:
+
+            def paced_item(
+                child: DurableContext, item: Any, index: int, items: Sequence[Any]
+            ) -> Any:
+                return run_paced(pace, child, index, lambda: func(child, item, index, items))
+
+            bound.arguments["func"] = _sdk_compat.carry_attributes(paced_item, func)
+            return original(*bound.args, **bound.kwargs)
         scope = _open_scope(self, config)
         if scope is None:  # pragma: no cover - limiter is not None here
             return original(self, *args, **kwargs)
-        func = bound.arguments["func"]
 
         def gated_item(child: DurableContext, item: Any, index: int, items: Sequence[Any]) -> Any:
             return run_gated(scope, child, index, lambda: func(child, item, index, items))
@@ -273,17 +293,20 @@ def _wrap_map(original: Callable[..., Any]) -> Callable[..., Any]:
     return map_hook
 
 
-def _gate_branch(scope: Scope, index: int, branch: Any) -> Any:
+def _gate_branch(
+    run: Callable[[DurableContext, int, Callable[[], Any]], Any], index: int, branch: Any
+) -> Any:
+    """``branch`` run through ``run`` (gated by a lease, or paced by a rate)."""
     if isinstance(branch, ParallelBranch):
         inner = branch.func
 
         def gated_named(child: DurableContext) -> Any:
-            return run_gated(scope, child, index, lambda: inner(child))
+            return run(child, index, lambda: inner(child))
 
         return dataclasses.replace(branch, func=gated_named)
 
     def gated(child: DurableContext) -> Any:
-        return run_gated(scope, child, index, lambda: branch(child))
+        return run(child, index, lambda: branch(child))
 
     return gated
 
@@ -300,12 +323,20 @@ def _wrap_parallel(original: Callable[..., Any]) -> Callable[..., Any]:
         config = bound.arguments.get("config")
         if not isinstance(config, ParallelConfig) or config.limiter is None:
             return original(self, *args, **kwargs)
+        functions = bound.arguments["functions"]
+        pace = _open_pace(self, config)
+        if pace is not None:
+            bound.arguments["functions"] = [
+                _gate_branch(functools.partial(run_paced, pace), i, branch)
+                for i, branch in enumerate(functions)
+            ]
+            return original(*bound.args, **bound.kwargs)
         scope = _open_scope(self, config)
         if scope is None:  # pragma: no cover
             return original(self, *args, **kwargs)
-        functions = bound.arguments["functions"]
         bound.arguments["functions"] = [
-            _gate_branch(scope, i, branch) for i, branch in enumerate(functions)
+            _gate_branch(functools.partial(run_gated, scope), i, branch)
+            for i, branch in enumerate(functions)
         ]
         return _call_and_sweep(self, scope, lambda: original(*bound.args, **bound.kwargs))
 

@@ -1,5 +1,6 @@
 """The lease store: a counting semaphore per key in DynamoDB, with a FIFO wait queue and
-hand-off, and sharding for limits one item cannot carry.
+hand-off, and sharding for limits one item cannot carry; and GCRA rate bookings
+(:mod:`.rates`, :class:`DynamoDBRateStore`), one conditional write per booked start.
 
 Layers, each a module: :mod:`.model` (values), :mod:`.schema` (layout and codecs),
 :mod:`.validate` (input checks), :mod:`.requests` (every request, each condition named),
@@ -33,6 +34,15 @@ from durable_semaphore.store.model import (
     Waiter,
     new_token,
 )
+from durable_semaphore.store.rates import (
+    RATE_SK,
+    Booking,
+    DynamoDBRateStore,
+    RateState,
+    reserve,
+    skew_window_bound,
+    window_bound,
+)
 from durable_semaphore.store.requests import KEY_FULL_OF_LIVE_LEASES
 from durable_semaphore.store.schema import (
     ATTRIBUTE_DEFINITIONS,
@@ -47,7 +57,7 @@ from durable_semaphore.store.schema import (
     table_schema_problem,
 )
 from durable_semaphore.store.semaphore import DynamoDBSemaphore
-from durable_semaphore.store.validate import MAX_LIMIT, validate_clock_skew
+from durable_semaphore.store.validate import MAX_LIMIT, validate_clock_skew, validate_rate
 
 __all__ = [
     "ATTRIBUTE_DEFINITIONS",
@@ -67,12 +77,16 @@ __all__ = [
     "PK",
     "QUEUED",
     "QUEUE_PREFIX",
+    "RATE_SK",
     "SK",
     "TTL_ATTRIBUTE",
     "AcquireResult",
+    "Booking",
+    "DynamoDBRateStore",
     "DynamoDBSemaphore",
     "Grant",
     "Lease",
+    "RateState",
     "ReclaimResult",
     "ReleaseResult",
     "SlotCount",
@@ -82,6 +96,10 @@ __all__ = [
     "default_client_config",
     "endpoint_url_problem",
     "new_token",
+    "reserve",
+    "skew_window_bound",
     "table_schema_problem",
     "validate_clock_skew",
+    "validate_rate",
+    "window_bound",
 ]

@@ -123,3 +123,42 @@ def validate_position(position: object) -> int | None:
     if isinstance(position, bool) or not isinstance(position, int) or position < 1:
         raise InvalidArgumentError("position", position, "must be an integer >= 1 or None")
     return position
+
+
+#: The shortest emission interval (``per / rate``) a rate may have: starts are epoch seconds
+#: read back as floats, which resolve about a quarter of a microsecond today, and one key's
+#: item takes about a thousand writes a second anyway.
+MIN_RATE_INTERVAL = 1e-6
+
+
+def validate_rate(rate: object, per: object, burst: object) -> tuple[float, float, int]:
+    """A rate of ``rate`` starts per ``per`` seconds, up to ``burst`` of them at once:
+    ``rate`` and ``per`` finite and > 0, ``burst`` an integer >= 1, and an emission interval
+    ``per / rate`` of at least :data:`MIN_RATE_INTERVAL` (a shorter one could not be told
+    apart from the next start on the float clock every caller reads)."""
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, int | float)
+        or not math.isfinite(rate)
+        or not 0 < rate <= MAX_LIMIT
+    ):
+        raise InvalidArgumentError("rate", rate, f"must be a finite number in (0, {MAX_LIMIT:,}]")
+    if (
+        isinstance(per, bool)
+        or not isinstance(per, int | float)
+        or not math.isfinite(per)
+        or not 0 < per <= MAX_TTL_SECONDS
+    ):
+        raise InvalidArgumentError(
+            "per", per, f"must be a number of seconds in (0, {MAX_TTL_SECONDS:,}]"
+        )
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_LIMIT:
+        raise InvalidArgumentError("burst", burst, f"must be an integer from 1 to {MAX_LIMIT:,}")
+    if per / rate < MIN_RATE_INTERVAL:
+        raise InvalidArgumentError(
+            "rate",
+            rate,
+            f"leaves {per / rate!r} s between starts (per={per!r}); "
+            f"the least is {MIN_RATE_INTERVAL} s",
+        )
+    return float(rate), float(per), burst
