@@ -197,3 +197,31 @@ def test_named_limiter_keeps_its_name_as_a_dimension(
 )
 def test_metric_dimensions(key: str, expected: dict[str, str]) -> None:
     assert observability.metric_dimensions(key) == expected
+
+
+def test_a_rate_reports_each_fresh_booking_and_how_far_ahead_it_starts(
+    semaphore: DynamoDBSemaphore, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Admissions and booked delay per rate, the rate's name as the dimension, the holder a
+    property; a replay that finds its booking is not a second admission."""
+    from durable_semaphore import DynamoDBRateLimiter
+    from durable_semaphore.store.rates import DynamoDBRateStore
+
+    store = DynamoDBRateStore(table_name=semaphore.table_name, client=semaphore.client, clock=clock)
+    limiter = DynamoDBRateLimiter("partner", 2.0, store=store)
+    capsys.readouterr()
+    observability.enable(NAMESPACE, logs=False)
+    for holder in ("a", "b", "c", "a"):
+        limiter.book(holder)
+    out = capsys.readouterr().out
+    assert _metrics(out) == [
+        ("RateAdmissions", 1.0, "rate:partner"),
+        ("RateBookedDelaySeconds", 0.0, "rate:partner"),
+        ("RateAdmissions", 1.0, "rate:partner"),
+        ("RateBookedDelaySeconds", 0.5, "rate:partner"),
+        ("RateAdmissions", 1.0, "rate:partner"),
+        ("RateBookedDelaySeconds", 1.0, "rate:partner"),
+    ]
+    (doc, *_) = _emf_lines(out)
+    assert _dimensions(doc) == {"service": "durable-semaphore", "scope": "named",
+                                "limiter": "rate:partner"}  # fmt: skip

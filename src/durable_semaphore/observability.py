@@ -89,6 +89,10 @@ class LeaseObserver(Protocol):
         """``holder`` found its lease gone (swept, reaped, expired or released by someone
         else) while its work still ran: that work ran without a slot."""
 
+    def booked(self, key: str, holder: str, delay: float) -> None:
+        """``holder`` booked a start under the rate ``key``, ``delay`` seconds ahead (0: at
+        once). Once per booking: a replay that finds its booking is not reported."""
+
 
 _observer: LeaseObserver | None = None
 
@@ -150,6 +154,13 @@ def lease_lost(key: str, holder: str) -> None:
     if observer is not None:
         # Looked up inside the guard: an observer that lacks the hook must not break a hold.
         _safely(lambda: observer.lost(key, holder))
+
+
+def rate_booked(key: str, holder: str, delay: float) -> None:
+    """For the rate limiter: a fresh booking, and how far ahead it starts."""
+    observer = _observer
+    if observer is not None:
+        _safely(lambda: observer.booked(key, holder, delay))
 
 
 def _safely(method: Any, *args: Any) -> None:
@@ -286,6 +297,14 @@ class PowertoolsObserver:
 
     def in_flight(self, key: str, count: int) -> None:
         self._metric("InFlight", "Count", count, key)
+
+    def booked(self, key: str, holder: str, delay: float) -> None:
+        """A start booked under a rate: one admission, and how far ahead it was booked (a
+        backlog shows as a growing delay)."""
+        if self.logger is not None:
+            self.logger.debug("start booked", extra={"key": key, "holder": holder, "delay": delay})
+        self._metric("RateAdmissions", "Count", 1, key, holder)
+        self._metric("RateBookedDelaySeconds", "Seconds", delay, key, holder)
 
     def lost(self, key: str, holder: str) -> None:
         if self.logger is not None:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from durable_semaphore import observability
 from durable_semaphore.errors import AcquireTimeoutError, InvalidArgumentError
 from durable_semaphore.settings import resolve_table_name
 from durable_semaphore.store.rates import Booking, DynamoDBRateStore
@@ -106,7 +107,10 @@ class DynamoDBRateLimiter:
         """Book ``holder``'s start: when it may start, now or later. One conditional write;
         the same start again for a holder that already booked (a replay)."""
         validate_holder(holder)
-        return self.store.book(self.key, holder, self.rate, self.per, self.burst)
+        booking = self.store.book(self.key, holder, self.rate, self.per, self.burst)
+        if booking.fresh:
+            observability.rate_booked(self.key, holder, booking.delay)
+        return booking
 
     def wait_turn(
         self,
