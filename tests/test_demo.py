@@ -93,8 +93,12 @@ def test_demo_json_keeps_the_limit_and_leaves_no_lease(
     assert doc["items"] == ITEMS and doc["executions"] == executions
     assert doc["succeeded"] is True and doc["ok"] is True
     assert isinstance(doc["makespan_ratio"], float) and doc["makespan_ratio"] >= 1.0
-    # Every branch took a lease and gave it back: at least one acquire and one release each.
-    assert doc["dynamodb_requests_by_operation"]["TransactWriteItems"] >= 2 * ITEMS * executions
+    # Every branch took a lease and gave it back: at least one acquire and one release each,
+    # single-item writes when uncontended, a transaction for a hand-off.
+    writes = doc["dynamodb_requests_by_operation"]
+    assert (
+        writes.get("UpdateItem", 0) + writes.get("TransactWriteItems", 0) >= 2 * ITEMS * executions
+    )
     # map context + invoke per branch, plus the map itself; the limiter adds at most one
     # callback per waiting branch (nothing when the slot was free)
     assert 2.0 <= doc["durable_operations_per_branch"] <= 3.2

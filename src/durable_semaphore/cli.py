@@ -112,6 +112,19 @@ DEMO_PNG = "durable-semaphore-demo.png"
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--scenario",
+        choices=("limit", "rate"),
+        default="limit",
+        help="limit (default): branches in flight under max_concurrency; rate: starts per "
+        "second shared by the executions (--rate, --burst)",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=5.0, help="--scenario rate: starts per second (default 5)"
+    )
+    parser.add_argument(
+        "--burst", type=int, default=5, help="--scenario rate: starts at once (default 5)"
+    )
+    parser.add_argument(
         "--items",
         type=int,
         default=None,

@@ -255,6 +255,8 @@ def run_demo_command(args: argparse.Namespace, make_semaphore: SemaphoreFactory)
     with QuietInterrupt():
         _require_demo_extra()
         quiet_runner_leftovers()
+        if getattr(args, "scenario", "limit") == "rate":
+            return _run_rate_scenario(args, make_semaphore)
         config, compare = _config(args)
         _announce(config, compare)
         with _backend(args, make_semaphore) as (semaphore, where):
@@ -266,6 +268,36 @@ def run_demo_command(args: argparse.Namespace, make_semaphore: SemaphoreFactory)
         else:
             _print_text(result, bare, png, where)
         return _EXIT_OK if ok else _EXIT_NO
+
+
+def _run_rate_scenario(args: argparse.Namespace, make_semaphore: SemaphoreFactory) -> int:
+    """``demo --scenario rate``: executions sharing a rate of starts, bare SDK then limiter."""
+    from durable_semaphore.demo.rate import RateDemo, format_rate, run_rate_compare
+
+    demo = RateDemo(
+        executions=args.executions or 3,
+        items=args.items or 10,
+        rate=args.rate,
+        burst=args.burst,
+        use_limiter=not args.no_limiter,
+    )
+    compare = not (args.no_limiter or args.limiter_only)
+    print(
+        f"demo: {demo.executions} executions x {demo.items} items sharing {demo.rate:g} starts "
+        f"per second, burst {demo.burst}, real clock: "
+        + ("the bare SDK, then with the rate limiter" if compare else "one run"),
+        file=sys.stderr,
+    )
+    with _backend(args, make_semaphore) as (semaphore, _where):
+        bare, result = run_rate_compare(demo, semaphore, compare=compare)
+    if args.json:
+        out = result.to_json()
+        if bare is not None:
+            out["bare"] = bare.to_json()
+        print(json.dumps(out))
+    else:
+        print(format_rate(result, bare))
+    return _EXIT_OK if result.ok else _EXIT_NO
 
 
 # -- local-dynamodb ----------------------------------------------------------------------------
