@@ -159,7 +159,7 @@ def _acquire_params(
     token: str = "tok-1",
 ) -> dict[str, Any]:
     """The single-item acquire of ``holder`` (token ``token``) on key ``k``."""
-    sets = ["#l = :lease", "#c = if_not_exists(#c, :zero) + :one", "#lim = :limit", BUMP_VERSION]
+    sets = ["#l = :lease", "#c = if_not_exists(#c, :zero) + :w", "#lim = :limit", BUMP_VERSION]
     conditions = [SLOT_FREE, NOBODY_WAITS, NO_LEASE_YET]
     if hint == "keep":
         sets.append(KEEP_HINT_SET)
@@ -196,6 +196,8 @@ def _acquire_params(
                 }
             },
             ":limit": {"N": str(limit)},
+            ":room": {"N": str(limit - 1)},
+            ":w": {"N": "1"},
             **ZERO_ONE,
             ":exp": {"N": str(EXP)},
             ":life": {"N": str(LIFE)},
@@ -241,7 +243,9 @@ def _release_params(request_id: str = "rid-release0") -> dict[str, Any]:
     return {
         "TableName": TABLE,
         "Key": META_KEY,
-        "UpdateExpression": f"SET #c = #c - :one, #lr = :rid, {BUMP_VERSION} REMOVE #l",
+        "UpdateExpression": (
+            f"SET #c = #c - if_not_exists(#l.#lw, :one), #lr = :rid, {BUMP_VERSION} REMOVE #l"
+        ),
         "ConditionExpression": (
             "#c > :zero AND (attribute_not_exists(#nw) OR #nw <= :zero) AND attribute_exists(#l)"
             " AND #l.#lx > :now AND #l.#lt = :tok"
@@ -251,6 +255,7 @@ def _release_params(request_id: str = "rid-release0") -> dict[str, Any]:
             "#c": "count",
             "#nw": "nwait",
             "#lr": "lr",
+            "#lw": "w",
             "#lx": "x",
             "#lt": "t",
             "#v": "ver",
@@ -406,6 +411,7 @@ def _queue_entry(holder: str = "w1", seq: int = SEQ) -> dict[str, Any]:
         "cb": {"S": "cb-1"},
         "cbs": {"L": []},
         "expires_at": {"N": str(QUEUE_EXP + IDLE_GRACE_SECONDS)},
+        "ql": {"N": "3"},
     }
 
 
@@ -434,8 +440,9 @@ def test_a_release_with_waiters_hands_the_slot_over_in_one_transaction(
                 f"{BUMP_VERSION}, {KEEP_HINT_SET}, #e = :life REMOVE #l"
             ),
             "ConditionExpression": (
-                "#nw > :zero AND attribute_not_exists(#w) AND #c > :zero AND attribute_exists(#l)"
-                f" AND #l.#lx > :now AND #l.#lt = :tok AND {KEEP_HINT_IF} AND {RAISE_LIFE_IF}"
+                "#nw > :zero AND attribute_not_exists(#w) AND #c <= :room AND attribute_exists(#l)"
+                " AND #l.#lx > :now AND #l.#lt = :tok AND attribute_not_exists(#l.#lw)"
+                f" AND {KEEP_HINT_IF} AND {RAISE_LIFE_IF}"
             ),
             "ExpressionAttributeNames": {
                 "#w": SLOT_W1,
@@ -445,11 +452,13 @@ def test_a_release_with_waiters_hands_the_slot_over_in_one_transaction(
                 "#l": SLOT_H1,
                 "#lx": "x",
                 "#lt": "t",
+                "#lw": "w",
                 "#v": "ver",
                 "#xh": "xh",
                 "#e": "expires_at",
             },
             "ExpressionAttributeValues": {
+                ":room": {"N": "3"},
                 ":grant": {
                     "M": {
                         "h": {"S": "w1"},
@@ -490,7 +499,7 @@ def test_a_release_with_waiters_hands_the_slot_over_in_one_transaction(
         "transact_write_items", {}, {"TransactItems": items, "ClientRequestToken": ANY}
     )
     result = sem.release_slot("k", "h1", waiters_likely=True, token="tok-1")
-    assert result == ReleaseResult(True, Grant("k", "w1", None, "cb-1", (), "grant-token"))
+    assert result == ReleaseResult(True, (Grant("k", "w1", None, "cb-1", (), "grant-token"),))
 
 
 # -- the queue ---------------------------------------------------------------------------------
@@ -520,7 +529,7 @@ def test_a_refused_acquire_joins_the_queue_in_one_transaction(
             f" #lim = :limit, {BUMP_VERSION}, #e = :life"
         ),
         "ConditionExpression": (
-            "attribute_exists(#c) AND (#c >= :limit OR #nw > :zero) AND attribute_not_exists(#l)"
+            "attribute_exists(#c) AND (#c >= :need OR #nw > :zero) AND attribute_not_exists(#l)"
             f" AND {RAISE_LIFE_IF}"
         ),
         "ExpressionAttributeNames": {
@@ -534,6 +543,7 @@ def test_a_refused_acquire_joins_the_queue_in_one_transaction(
         },
         "ExpressionAttributeValues": {
             ":limit": {"N": "1"},
+            ":need": {"N": "1"},
             **ZERO_ONE,
             ":life": {"N": str(queue_life)},
         },
@@ -551,6 +561,7 @@ def test_a_refused_acquire_joins_the_queue_in_one_transaction(
         **_queue_entry(),
         "at": {"N": "1700000000.25"},
         "lttl": {"N": str(TTL)},
+        "ql": {"N": "1"},
     }
     put_if_new = {
         "ConditionExpression": "attribute_not_exists(#sk)",

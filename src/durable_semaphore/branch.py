@@ -78,6 +78,11 @@ class Scope:
     #: A branch released a slot in this process: the map ran here, not only replayed, so its
     #: end is when the per-operation key's counter can go.
     released_here: bool = False
+    #: Units each branch (by holder id) takes, when not 1.
+    weights: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def weight_of(self, holder: str) -> int:
+        return self.weights.get(holder, 1)
 
     @property
     def holder_prefix(self) -> str:
@@ -120,8 +125,15 @@ def is_terminal(exc: BaseException) -> bool:
     return isinstance(exc, OrphanedChildException)
 
 
-def run_gated(scope: Scope, ctx: DurableContext, index: int, body: Callable[[], R]) -> R:
-    """Gate, run ``body`` while holding the slot, release once the branch is terminal."""
+def run_gated(
+    scope: Scope,
+    ctx: DurableContext,
+    index: int,
+    body: Callable[[], R],
+    item: object = None,
+) -> R:
+    """Gate, run ``body`` while holding the slot, release once the branch is terminal.
+    ``item`` (a map's; a parallel's branch index) decides the branch's weight."""
     expected = _sdk_compat.branch_operation_id(scope.operation_id, index)
     actual = _sdk_compat.branch_context_id(ctx)
     if actual != expected:
@@ -133,6 +145,9 @@ def run_gated(scope: Scope, ctx: DurableContext, index: int, body: Callable[[], 
     # The index (public: the SDK passes it to map functions) identifies the branch within its
     # map as well as its operation id does, and reads better in `durable-semaphore status`.
     holder = scope.limiter.holder_id(scope.execution_arn, scope.operation_id, str(index))
+    weight = scope.limiter.weight_of(index if item is None else item, scope.limit)
+    if weight != 1:
+        scope.weights[holder] = weight
     signals = scope.limiter.signals
     arn = scope.execution_arn
     with signals.active(arn):
@@ -220,6 +235,7 @@ def _release_quietly(
             waited=waited,
             token=token,
             limit=scope.limit,
+            weight=scope.weight_of(holder),
         )
     except Exception:
         # A failed release leaks the slot only until the map's sweep, the reaper or expiry.

@@ -36,7 +36,7 @@ from durable_semaphore.store import (
     ReleaseResult,
 )
 from durable_semaphore.store.shards import all_shards, min_shards, placement, validate_shards
-from durable_semaphore.store.validate import validate_key, validate_ttl
+from durable_semaphore.store.validate import validate_key, validate_ttl, validate_weight
 from durable_semaphore.wake import (
     WAKER_ENV_VAR,
     LambdaCallbackWaker,
@@ -182,9 +182,12 @@ class DynamoDBLimiter(StoreAccess):
         signals: LocalSignals | None = None,
         clock_skew_seconds: float | None = None,
         shards: int | None = None,
+        weight: int | Callable[[Any], int] = 1,
     ) -> None:
         _check_scope(name, limit)
         _check_shards(shards, limit)
+        if not callable(weight):
+            validate_weight(weight, limit)
         validate_ttl(ttl_seconds)  # the store's rule, so a bad TTL fails here, not per branch
         _check_backoff(initial_delay_seconds, backoff_multiplier, max_delay_seconds)
         _check_waking(wake_timeout_seconds, local_wait_seconds, waker)
@@ -201,6 +204,10 @@ class DynamoDBLimiter(StoreAccess):
         #: :func:`durable_semaphore.store.shards.min_shards`). More lift the per-key ceiling
         #: of one partition, at the price of FIFO order across shards (docs/store.md).
         self.shards = shards
+        #: Units of the limit each branch takes: an int, or a function of the map's item (a
+        #: parallel's branch index) returning one. Deterministic, like everything a replay
+        #: computes again.
+        self.weight = weight
         self.initial_delay_seconds = float(initial_delay_seconds)
         self.backoff_multiplier = float(backoff_multiplier)
         self.max_delay_seconds = float(max_delay_seconds)
@@ -224,6 +231,12 @@ class DynamoDBLimiter(StoreAccess):
         )
 
     # -- sharding ------------------------------------------------------------------------------
+
+    def weight_of(self, item: Any, limit: int) -> int:
+        """The units a branch of ``item`` takes under ``limit`` (its shard's share, when
+        sharded): our error, before any durable operation, for one that could never fit."""
+        weight = self.weight(item) if callable(self.weight) else self.weight
+        return validate_weight(weight, limit // self.shards_for(limit))
 
     def shards_for(self, limit: int) -> int:
         """How many counter items carry ``limit``: as configured, but never fewer than the
@@ -316,6 +329,7 @@ class DynamoDBLimiter(StoreAccess):
         enqueue: bool = True,
         queue_first: bool = False,
         wake: bool = True,
+        weight: int = 1,
     ) -> AcquireResult:
         """Take a slot or keep a place in the queue (see :meth:`DynamoDBSemaphore.acquire`),
         for the limiter's lease TTL unless ``ttl_seconds`` is given; wakes any waiter the call
@@ -336,6 +350,7 @@ class DynamoDBLimiter(StoreAccess):
             token=token,
             enqueue=enqueue,
             queue_first=queue_first,
+            weight=weight,
         )
         if wake:
             for grant in result.grants:
@@ -352,6 +367,7 @@ class DynamoDBLimiter(StoreAccess):
         token: str | None = None,
         wake: bool = True,
         limit: int | None = None,
+        weight: int | None = None,
     ) -> ReleaseResult:
         """Free ``holder``'s slot (or its queue place), hand it to the oldest waiter and wake
         that waiter (``wake=False``: the caller wakes ``result.grant`` its own way).
@@ -361,9 +377,12 @@ class DynamoDBLimiter(StoreAccess):
         ``limit`` makes ``key`` the logical key of that limit (see :meth:`place`).
         """
         stored, _ = self.place(key, holder, limit)
-        result = self.semaphore.release_slot(stored, holder, waiters_likely=waited, token=token)
-        if wake and result.grant is not None:
-            self.wake(result.grant, releaser_arn=execution_arn)
+        result = self.semaphore.release_slot(
+            stored, holder, waiters_likely=waited, token=token, weight=weight
+        )
+        if wake:
+            for grant in result.grants:
+                self.wake(grant, releaser_arn=execution_arn)
         return result
 
     def wake(self, grant: Grant, *, releaser_arn: str | None = None) -> WakeOutcome | None:

@@ -283,7 +283,7 @@ def _wrap_map(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
 
         def gated_item(child: DurableContext, item: Any, index: int, items: Sequence[Any]) -> Any:
-            return run_gated(scope, child, index, lambda: func(child, item, index, items))
+            return run_gated(scope, child, index, lambda: func(child, item, index, items), item)
 
         # The SDK names an unnamed map after an attribute of its function; keep them all.
         bound.arguments["func"] = _sdk_compat.carry_attributes(gated_item, func)

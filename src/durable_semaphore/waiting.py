@@ -118,6 +118,8 @@ class Scope(Protocol):
 
     def stored_key(self, holder: str) -> str: ...
 
+    def weight_of(self, holder: str) -> int: ...
+
 
 def replay_token(holder: str) -> str:
     """The token an uncontended gate gives a fresh lease: derived from the holder id, so a
@@ -233,6 +235,7 @@ def _acquire_now(scope: Scope, holder: str, **options: Any) -> dict[str, Any]:
             scope.limit,
             execution_arn=scope.execution_arn,
             token=replay_token(holder),
+            weight=scope.weight_of(holder),
             **options,
         )
     except Exception as exc:

@@ -26,6 +26,8 @@ from durable_semaphore.store.schema import (
     HOLDER,
     HOLDER_PREFIX,
     PK,
+    QUEUE_LIMIT,
+    QUEUE_WEIGHT,
     SEQ,
     SK,
     STATE,
@@ -63,6 +65,8 @@ class Attempt:
     #: The queue number of this call's first try: every retry joins under it, so a retried
     #: enqueue keeps the place its first try had.
     arrival: int = 0
+    #: Units of the limit the holder takes.
+    weight: int = 1
     grants: list[Grant] = field(default_factory=list)
 
     @property
@@ -80,6 +84,7 @@ class Attempt:
             expires_at=expires_at,
             acquired_at=now,
             execution_arn=execution_arn,
+            weight=self.weight,
         )
 
 
@@ -146,10 +151,18 @@ class Acquiring(Releasing):
             expires_at,
             lower_hint=variants[0],
             longer_life=variants[1],
+            weight=call.weight,
         )
         self.io.update(**write)
         lease = Lease(
-            call.key, call.holder, now, float(expires_at), call.execution_arn, HELD, token
+            call.key,
+            call.holder,
+            now,
+            float(expires_at),
+            call.execution_arn,
+            HELD,
+            token,
+            call.weight,
         )
         if lease.is_live(self._clock()):
             return lease
@@ -175,8 +188,8 @@ class Acquiring(Releasing):
         if mine is not None:
             return self._own_lease(call, mine, now)
         expires_at = math.ceil(now + call.ttl)
-        if meta.count < call.limit and meta.nwait <= 0:
-            # A slot is free: only the hint or TTL variant refused us. Pick what the item
+        if meta.fits(call.weight, call.limit) and meta.nwait <= 0:
+            # Room for us: only the hint or TTL variant refused us. Pick what the item
             # needs; if it already was that one, the key moved on: retry.
             wanted = (meta.needs_lower_hint(expires_at), meta.needs_longer_life(expires_at))
             if wanted == variants:
@@ -238,7 +251,7 @@ class Acquiring(Releasing):
             return None
         observability.lease_acquired(call.key, call.holder)
         arn = seen.execution_arn or call.execution_arn
-        return Lease(call.key, call.holder, now, float(expires_at), arn, HELD, token)
+        return Lease(call.key, call.holder, now, float(expires_at), arn, HELD, token, call.weight)
 
     def _claim(self, key: str, holder: str, now: float, ttl: float) -> Lease | None:
         """Turn a slot handed to ``holder`` into its own (a revoke can no longer take it),
@@ -335,6 +348,7 @@ class Acquiring(Releasing):
                 entry,
                 queue_expires,
                 longer_life=longer,
+                weight=call.weight,
             )
             try:
                 self.io.transact(items)
@@ -352,7 +366,9 @@ class Acquiring(Releasing):
                 mine = seen.lease_of(call.holder)
                 if mine is not None:
                     return self._own_lease(call, mine, now)
-                must_wait = seen.exists and (seen.count >= call.limit or seen.nwait > 0)
+                must_wait = seen.exists and (
+                    not seen.fits(call.weight, call.limit) or seen.nwait > 0
+                )
                 if must_wait and seen.needs_longer_life(queue_expires) != longer:
                     longer = not longer
                     continue
@@ -383,7 +399,10 @@ class Acquiring(Releasing):
             "lttl": num(call.ttl),
             "at": num(now),
             TTL_ATTRIBUTE: num(life_of(queue_expires)),
+            QUEUE_LIMIT: {"N": str(call.limit)},
         }
+        if call.weight != 1:
+            entry[QUEUE_WEIGHT] = {"N": str(call.weight)}
         if call.execution_arn is not None:
             marker[ARN] = {"S": call.execution_arn}
             entry[ARN] = {"S": call.execution_arn}
@@ -414,6 +433,7 @@ class Acquiring(Releasing):
                 call.callbacks,
                 limit=call.limit,
                 reclaim_cutoff=cutoff,
+                weight=call.weight,
             )
             try:
                 self.io.transact(items)

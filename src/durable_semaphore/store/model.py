@@ -43,6 +43,8 @@ class Lease:
     #: The lease's generation: pass it to ``release``/``renew`` so that a lease you no longer
     #: own (expired and granted again under the same holder id) is never touched by you.
     token: str | None = None
+    #: Units of the limit the lease holds (``weight=`` at acquire).
+    weight: int = 1
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
@@ -66,6 +68,9 @@ class Waiter:
     callback_id: str | None = None
     #: Callbacks to try, in order, when ``callback_id`` has already timed out.
     spare_callback_ids: tuple[str, ...] = ()
+    #: Units of the limit it waits for, and the limit it waits under.
+    weight: int = 1
+    limit: int | None = None
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
@@ -130,14 +135,20 @@ class AcquireResult:
 class ReleaseResult:
     """What :meth:`DynamoDBSemaphore.release_slot` did.
 
-    ``released`` is True only if this call freed a live slot. ``grant`` names the waiter that
-    received it (wake it); ``left_queue`` is True when the holder was a waiter and its queue
-    entry was removed instead.
+    ``released`` is True only if this call freed a live slot. ``grants`` name the waiters
+    that received its units (wake them: with weights, one release can admit several, or
+    none when the head of the queue needs more); ``left_queue`` is True when the holder was a
+    waiter and its queue entry was removed instead.
     """
 
     released: bool
-    grant: Grant | None = None
+    grants: tuple[Grant, ...] = ()
     left_queue: bool = False
+
+    @property
+    def grant(self) -> Grant | None:
+        """The first waiter admitted (the only one when every weight is 1)."""
+        return self.grants[0] if self.grants else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ def enqueue(
     queue_expires: int,
     *,
     longer_life: bool,
+    weight: int = 1,
 ) -> list[dict[str, Any]]:
     """Join the queue under the entry's own number (arrivals are counted in ``wseq``; nothing
     here depends on another arrival's number, so waiters that arrive together all get in at
@@ -76,7 +77,7 @@ def enqueue(
         ],
         conditions=[MUST_WAIT, NO_LEASE_YET],
         names={"#c": COUNT, "#nw": NWAIT, "#ws": WSEQ, "#lim": LIMIT, "#l": slot},
-        values={":limit": {"N": str(limit)}},
+        values={":limit": {"N": str(limit)}, ":need": {"N": str(limit - weight + 1)}},
     )
     counter_write(expr, life=life_of(queue_expires), longer_life=longer_life)
     return [
@@ -96,6 +97,7 @@ def touch(
     *,
     limit: int,
     reclaim_cutoff: float | None,
+    weight: int = 1,
 ) -> list[dict[str, Any]]:
     """A waiter checks in: keep its marker and entry alive (their TTL with them) and record
     where to wake it.
@@ -125,7 +127,7 @@ def touch(
         check = Expr(
             conditions=[KEY_FULL_OF_LIVE_LEASES],
             names={"#c": COUNT, "#xh": HINT},
-            values={":lim": {"N": str(limit)}, ":cutoff": num(reclaim_cutoff)},
+            values={":lim": {"N": str(limit - weight + 1)}, ":cutoff": num(reclaim_cutoff)},
         )
         items.append(
             {
@@ -198,6 +200,7 @@ class Handover:
     slot: str
     lease: dict[str, Any]
     expires_at: int
+    weight: int = 1
 
 
 def handoff(
@@ -212,32 +215,38 @@ def handoff(
 ) -> list[dict[str, Any]]:
     """Pass a slot to the oldest live waiter in one transaction.
 
-    With ``releaser``, its lease goes and the count stays: the slot moves, it is never free
-    for a newcomer. Without one, a free slot (count below ``limit``) is filled instead. The
+    With ``releaser``, its lease goes and its units go to the waiter: the slot moves, it is
+    never free for a newcomer. Without one, free units are filled instead. Either way the
+    waiter's units must fit under ``limit`` (a heavier head waits for more to be freed). The
     waiter's queue entry and marker go; its lease is written ``granted``.
     Items: :data:`HANDOFF_META`, :data:`HANDOFF_ENTRY`, :data:`HANDOFF_MARKER`.
     """
+    freed = 0
     expr = Expr(
         sets=["#w = :grant", "#nw = #nw - :one", "#sv = if_not_exists(#sv, :zero) + :one"],
-        conditions=["#nw > :zero", "attribute_not_exists(#w)"],
+        conditions=["#nw > :zero", "attribute_not_exists(#w)", "#c <= :room"],
         names={"#w": to.slot, "#nw": NWAIT, "#sv": SERVED, "#c": COUNT},
         values={":grant": to.lease},
     )
     if releaser is not None:
+        freed = releaser.weight if releaser.weight is not None else 1
         expr.names["#l"] = releaser.slot
         expr.removes.append("#l")
-        expr.conditions.append("#c > :zero")
+        if to.weight != freed:
+            expr.sets.append("#c = #c + :delta")  # the waiter's units for the releaser's
+            expr.values[":delta"] = {"N": str(to.weight - freed)}
         fence_conditions(
             expr,
             now=releaser.now,
             token=releaser.token,
             only_granted=releaser.only_granted,
             seen_expiry=releaser.seen_expiry,
+            weight=freed,
         )
     else:
-        expr.sets.append("#c = #c + :one")
-        expr.conditions.append("#c < :limit")
-        expr.values[":limit"] = {"N": str(limit if limit is not None else 0)}
+        expr.sets.append("#c = #c + :ww")
+        expr.values[":ww"] = {"N": str(to.weight)}
+    expr.values[":room"] = {"N": str((limit if limit is not None else 0) - to.weight + freed)}
     counter_write(
         expr,
         hint=to.expires_at,

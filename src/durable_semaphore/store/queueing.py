@@ -7,6 +7,7 @@ decides for its caller what to do next.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from durable_semaphore.store.schema import (
     meta_key,
     slot_name,
 )
+from durable_semaphore.store.validate import MAX_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,13 @@ class ExpiredOwn:
     expires_at: float
 
 
-HandoffOutcome = ReleaseResult | ExpiredOwn | LookAgain
+@dataclass(frozen=True, slots=True)
+class HeadTooHeavy:
+    """The queue's head needs more units than the releaser's would leave it: the releaser
+    frees its units past the queue, and whoever fits is served from what is free."""
+
+
+HandoffOutcome = ReleaseResult | ExpiredOwn | LookAgain | HeadTooHeavy
 
 
 def releasable(lease: Lease | None, fence: Fence) -> bool:
@@ -101,19 +109,24 @@ class Queueing(StoreCore):
             acquired_at=now,
             execution_arn=waiter.execution_arn,
             granted=True,
+            weight=waiter.weight,
         )
-        return Handover(waiter.seq, waiter.holder, slot_name(waiter.holder), lease, expires_at)
+        return Handover(
+            waiter.seq, waiter.holder, slot_name(waiter.holder), lease, expires_at, waiter.weight
+        )
 
     def _handoff(self, key: str, releaser: Fence, holder: str, waiter: Waiter) -> HandoffOutcome:
         """One hand-off from ``holder`` (its lease fenced by ``releaser``) to ``waiter``."""
         to = self._handover(waiter, releaser.now, new_token())
+        limit = waiter.limit if waiter.limit is not None else MAX_LIMIT
         lower_hint, longer_life = False, True
-        for _ in range(3):
+        for _ in range(4):
             items = queue_requests.handoff(
                 self.table_name,
                 key,
                 to,
                 releaser=releaser,
+                limit=limit,
                 lower_hint=lower_hint,
                 longer_life=longer_life,
             )
@@ -130,36 +143,46 @@ class Queueing(StoreCore):
                     return LookAgain()  # a conflict
                 meta = Meta.parse(reasons[requests.HANDOFF_META].get("Item"))
                 mine = meta.lease_of(holder)
-                if not releasable(mine, releaser):
+                if mine is None or not releasable(mine, releaser):
                     return self._not_released(key, holder, mine, releaser)
-                variants = self._variants_after(key, meta, to, waiter, (lower_hint, longer_life))
-                if variants is None:
+                if mine.weight != (releaser.weight or 1):
+                    releaser = dataclasses.replace(releaser, weight=mine.weight)
+                    continue  # the releaser's weight was not what the caller said
+                after = self._after_refused_handoff(key, meta, to, waiter, mine.weight, limit)
+                if after is None or isinstance(after, HeadTooHeavy):
+                    return after or LookAgain()
+                if after == (lower_hint, longer_life):
                     return LookAgain()
-                lower_hint, longer_life = variants
+                lower_hint, longer_life = after
                 continue
             observability.lease_released(key, holder)
             observability.lease_acquired(key, waiter.holder)
             live = releaser.seen_expiry is None
-            return ReleaseResult(live, grant_of(waiter, _token_of(to)))
+            grants = [grant_of(waiter, _token_of(to))]
+            if (releaser.weight or 1) > waiter.weight:
+                grants += self._fill(key, limit)  # units left over: the next ones in line
+            return ReleaseResult(live, tuple(grants))
         return LookAgain()
 
-    def _variants_after(
-        self, key: str, meta: Meta, to: Handover, waiter: Waiter, tried: tuple[bool, bool]
-    ) -> tuple[bool, bool] | None:
+    def _after_refused_handoff(
+        self, key: str, meta: Meta, to: Handover, waiter: Waiter, freed: int, limit: int
+    ) -> tuple[bool, bool] | HeadTooHeavy | None:
         """After a refused hand-off whose releaser was fine: the (hint, TTL) variant to try
-        next, or None to look again (repairing a counter that says nobody waits or holds)."""
+        next; :class:`HeadTooHeavy` when the head's units do not fit in what the release
+        frees; or None to look again (repairing a counter that says nobody waits)."""
         if meta.lease_of(waiter.holder) is not None:
             self._drop_waiter(key, waiter)  # it holds a slot already: its entry is stale
             return None
-        if meta.nwait > 0 and meta.count > 0:
-            wanted = (meta.needs_lower_hint(to.expires_at), meta.needs_longer_life(to.expires_at))
-            return wanted if wanted != tried else None
         if meta.nwait <= 0:
             self._recount_queue(key)
-        return None
+            return None
+        if meta.count - freed + waiter.weight > limit:
+            return HeadTooHeavy()
+        return (meta.needs_lower_hint(to.expires_at), meta.needs_longer_life(to.expires_at))
 
     def _fill(self, key: str, limit: int) -> list[Grant]:
-        """Hand free slots (count below ``limit``) to the oldest live waiters."""
+        """Hand free units to the oldest live waiters, in order, while the head's weight fits
+        (a heavier head waits for more, and nobody behind it passes: no starvation)."""
         grants: list[Grant] = []
         variants = (False, True)
         for _ in range(MAX_ATTEMPTS):
@@ -193,8 +216,8 @@ class Queueing(StoreCore):
                     self._drop_waiter(key, waiter)
                 elif failed(reasons[requests.HANDOFF_META]):
                     meta = Meta.parse(reasons[requests.HANDOFF_META].get("Item"))
-                    if meta.count >= limit or meta.nwait <= 0:
-                        return grants
+                    if meta.nwait <= 0 or not meta.fits(waiter.weight, limit):
+                        return grants  # nobody waits, or the head needs more than is free
                     if meta.lease_of(waiter.holder) is not None:
                         self._drop_waiter(key, waiter)
                         continue
@@ -255,4 +278,12 @@ def _token_of(to: Handover) -> str:
     return str(to.lease["M"]["t"]["S"])
 
 
-__all__ = ["ExpiredOwn", "HandoffOutcome", "LookAgain", "Queueing", "meta_key", "releasable"]
+__all__ = [
+    "ExpiredOwn",
+    "HandoffOutcome",
+    "HeadTooHeavy",
+    "LookAgain",
+    "Queueing",
+    "meta_key",
+    "releasable",
+]

@@ -21,8 +21,9 @@ class Batch:
 
     version: int
     removes: list[str]
-    #: The count after this write: the leases still in the item (expired ones that later
-    #: writes remove included), so no reader between writes sees fewer counted than there are.
+    #: The count after this write: the units of the leases still in the item (expired ones
+    #: that later writes remove included), so no reader between writes sees fewer counted
+    #: than there are.
     count: int
     #: The earliest expiry among those leases.
     hint: float | None
@@ -50,13 +51,14 @@ def plan(meta: Meta, *, cutoff: float, per_write: int = REMOVES_PER_WRITE) -> Pl
     live = [lease.expires_at for lease in meta.leases.values() if lease.expires_at > cutoff]
     hint = min(live, default=None)
     idle = meta.exists and not live and meta.nwait <= 0
-    settled = not expired and meta.count == len(meta.leases)
+    units = sum(lease.weight for lease in meta.leases.values())
+    settled = not expired and meta.count == units
     chunks = [expired[i : i + per_write] for i in range(0, len(expired), per_write)] or [[]]
     batches: list[Batch] = []
-    left = len(meta.leases)
+    left = units
     removed: set[str] = set()
     for n, chunk in enumerate(chunks):
-        left -= len(chunk)
+        left -= sum(meta.leases[name].weight for name in chunk)
         removed.update(chunk)
         remaining = [lease.expires_at for name, lease in meta.leases.items() if name not in removed]
         batches.append(Batch(meta.version + n, chunk, left, min(remaining, default=None)))

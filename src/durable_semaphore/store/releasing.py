@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from durable_semaphore import observability
 from durable_semaphore.errors import ContentionError
 from durable_semaphore.store import requests
 from durable_semaphore.store.client import ConditionFailed
 from durable_semaphore.store.core import MAX_ATTEMPTS, backoff
 from durable_semaphore.store.model import ReleaseResult, new_token
-from durable_semaphore.store.queueing import ExpiredOwn, LookAgain, releasable
+from durable_semaphore.store.queueing import ExpiredOwn, HeadTooHeavy, LookAgain, releasable
 from durable_semaphore.store.reconciling import Reconciling
 from durable_semaphore.store.requests import Fence
 from durable_semaphore.store.schema import Meta, slot_name
-from durable_semaphore.store.validate import validate_holder, validate_key, validate_token
+from durable_semaphore.store.validate import (
+    validate_holder,
+    validate_key,
+    validate_token,
+    validate_weight,
+)
 
 
 class Releasing(Reconciling):
@@ -42,18 +49,25 @@ class Releasing(Reconciling):
         *,
         waiters_likely: bool = False,
         token: str | None = None,
+        weight: int | None = None,
     ) -> ReleaseResult:
         """Free ``holder``'s slot; with waiters, hand it to the oldest live one.
 
         ``token`` fences as in :meth:`release`. ``waiters_likely`` (the caller had to wait
         itself, say) starts with the queue read instead of the optimistic no-waiter release:
-        2 requests instead of 3 under contention.
+        2 requests instead of 3 under contention. ``weight``, the units the lease holds, saves
+        a refused hand-off when it is not 1 (the lease's own weight is what counts).
         """
         validate_key(key)
         validate_holder(holder)
         validate_token(token)
         return self._release(
-            key, holder, waiters_likely=waiters_likely, only_granted=False, token=token
+            key,
+            holder,
+            waiters_likely=waiters_likely,
+            only_granted=False,
+            token=token,
+            weight=validate_weight(weight) if weight is not None else None,
         )
 
     def revoke(self, key: str, holder: str) -> ReleaseResult:
@@ -75,6 +89,7 @@ class Releasing(Reconciling):
         waiters_likely: bool,
         only_granted: bool,
         token: str | None = None,
+        weight: int | None = None,
     ) -> ReleaseResult:
         counted_waiters = False
         # Set once the holder's lease turns out expired (on our clock) but still counted: it
@@ -83,7 +98,9 @@ class Releasing(Reconciling):
         slot = slot_name(holder)
         request_id = new_token()[:12]
         for attempt in range(MAX_ATTEMPTS):
-            fence = Fence(slot, self._clock(), token, only_granted, seen_expiry, request_id)
+            fence = Fence(
+                slot, self._clock(), token, only_granted, seen_expiry, request_id, weight=weight
+            )
             if waiters_likely:
                 outcome = self._release_to_queue(key, holder, fence, counted_waiters)
                 if outcome is None:
@@ -94,6 +111,8 @@ class Releasing(Reconciling):
                     continue
                 if isinstance(outcome, LookAgain):
                     continue
+                if isinstance(outcome, HeadTooHeavy):
+                    return self._release_past_queue(key, holder, fence)
                 return outcome
             try:
                 self.io.update(**requests.release(key, fence))
@@ -114,6 +133,7 @@ class Releasing(Reconciling):
                     return result
                 if meta.nwait > 0:
                     waiters_likely = counted_waiters = True
+                    weight = mine.weight if mine is not None else weight
                     continue
                 if meta.count <= 0:
                     # A lease but a zero count: only possible after manual edits.
@@ -125,9 +145,24 @@ class Releasing(Reconciling):
             return ReleaseResult(seen_expiry is None)
         raise ContentionError(f"release({key!r}, {holder!r}) lost {MAX_ATTEMPTS} races")
 
+    def _release_past_queue(self, key: str, holder: str, fence: Fence) -> ReleaseResult:
+        """The head needs more units than this release frees: free them past the queue (no
+        newcomer can take them: ``nwait > 0`` still refuses fresh acquires), then serve the
+        queue from what is free. A release of many units can admit several waiters."""
+        try:
+            self.io.update(**requests.release(key, replace(fence, past_waiters=True)))
+        except ConditionFailed as refused:
+            mine = Meta.parse(refused.item).lease_of(holder)
+            result = self._not_released(key, holder, mine, fence)
+            return result if isinstance(result, ReleaseResult) else ReleaseResult(False)
+        observability.lease_released(key, holder)
+        meta = self._read_meta(key)
+        grants = self._fill(key, meta.limit) if meta.limit and meta.nwait > 0 else []
+        return ReleaseResult(fence.seen_expiry is None, tuple(grants))
+
     def _release_to_queue(
         self, key: str, holder: str, fence: Fence, counted_waiters: bool
-    ) -> ReleaseResult | ExpiredOwn | LookAgain | None:
+    ) -> ReleaseResult | ExpiredOwn | LookAgain | HeadTooHeavy | None:
         """Hand the slot to the queue's oldest live waiter; None when the queue is empty (the
         caller then releases the plain way)."""
         heads = self._queue_heads(key)

@@ -16,6 +16,7 @@ from durable_semaphore.store.schema import (
     F_EXPIRES,
     F_GRANTED,
     F_TOKEN,
+    F_WEIGHT,
     HINT,
     LAST_RELEASE,
     LIMIT,
@@ -31,18 +32,21 @@ QUEUED_STATE = "queued"
 
 # -- conditions on the counter item ------------------------------------------------------------
 
-#: Fewer leases than the limit: the semaphore itself.
-SLOT_FREE = "(attribute_not_exists(#c) OR #c < :limit)"
+#: Room for the new lease's units under the limit (``:room`` is the limit less its weight):
+#: the semaphore itself.
+SLOT_FREE = "(attribute_not_exists(#c) OR #c <= :room)"
 #: Nobody queued: a newcomer never takes a slot past a waiter (slots go to the queue's head).
 NOBODY_WAITS = "(attribute_not_exists(#nw) OR #nw <= :zero)"
 #: The holder has no lease yet: the same holder id is never counted twice (a replay, or an
 #: overlapping invocation, finds its own lease in the refusal instead).
 NO_LEASE_YET = "attribute_not_exists(#l)"
-#: Joining the queue only while a waiter cannot be served at once: every slot taken, or
-#: others already waiting. A waiter never sits behind a free slot.
-MUST_WAIT = "attribute_exists(#c) AND (#c >= :limit OR #nw > :zero)"
-#: A waiter's check-in passes only while every slot is taken and the earliest lease expiry
-#: (``xh``) is past the reclaim cutoff. Otherwise a slot is free behind the queue, or a holder
+#: Joining the queue only while a waiter cannot be served at once: too few units free for its
+#: weight (``:need`` is the limit less its weight, plus one), or others already waiting. A
+#: waiter never sits behind room it could use.
+MUST_WAIT = "attribute_exists(#c) AND (#c >= :need OR #nw > :zero)"
+#: A waiter's check-in passes only while too few units are free for its weight (``:lim`` is
+#: the limit less its weight, plus one) and the earliest lease expiry (``xh``) is past the
+#: reclaim cutoff. Otherwise a slot is free behind the queue, or a holder
 #: may be dead: the waiter reconciles instead of waiting on (a missing hint fails the
 #: comparison, so it reads as "may have expired").
 KEY_FULL_OF_LIVE_LEASES = "#c >= :lim AND #xh > :cutoff"
@@ -144,10 +148,12 @@ def fence_conditions(
     token: str | None,
     only_granted: bool,
     seen_expiry: float | None = None,
+    weight: int | None = None,
 ) -> None:
     """Conditions on the lease ``#l`` a release or hand-off removes: it exists, is live on
     the releaser's clock (or is exactly the expired one it saw), is of the releaser's
-    generation (``token``), and, for a revoke, is still an unclaimed grant."""
+    generation (``token``), for a revoke still an unclaimed grant, and holds ``weight`` units
+    when the caller counts on that."""
     expr.conditions.append("attribute_exists(#l)")
     expr.names["#lx"] = F_EXPIRES
     if seen_expiry is None:
@@ -163,6 +169,13 @@ def fence_conditions(
     if only_granted:
         expr.conditions.append("attribute_exists(#l.#lg)")
         expr.names["#lg"] = F_GRANTED
+    if weight is not None:
+        expr.names["#lw"] = F_WEIGHT
+        if weight == 1:
+            expr.conditions.append("attribute_not_exists(#l.#lw)")
+        else:
+            expr.conditions.append("#l.#lw = :lw")
+            expr.values[":lw"] = {"N": str(weight)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +190,11 @@ class Fence:
     #: Written with a plain release, so that a retry of a release whose answer was lost can
     #: tell it was applied (a single write has no idempotency token, unlike a transaction).
     request_id: str = ""
+    #: Release although others wait: their head needs more units than the release frees (the
+    #: caller then fills the queue from the units left).
+    past_waiters: bool = False
+    #: The weight the releaser holds, when it must be known (a hand-off's room): checked.
+    weight: int | None = None
 
 
 # -- taking a slot -----------------------------------------------------------------------------
@@ -191,14 +209,20 @@ def acquire(
     *,
     lower_hint: bool,
     longer_life: bool,
+    weight: int = 1,
 ) -> dict[str, Any]:
-    """Take a new slot in one single-item write: count below the limit, nobody queued, and
-    the holder has no lease yet."""
+    """Take a new slot (``weight`` units) in one single-item write: room under the limit,
+    nobody queued, and the holder has no lease yet."""
     expr = Expr(
-        sets=["#l = :lease", "#c = if_not_exists(#c, :zero) + :one", "#lim = :limit"],
+        sets=["#l = :lease", "#c = if_not_exists(#c, :zero) + :w", "#lim = :limit"],
         conditions=[SLOT_FREE, NOBODY_WAITS, NO_LEASE_YET],
         names={"#l": slot, "#c": COUNT, "#nw": NWAIT, "#lim": LIMIT},
-        values={":lease": lease, ":limit": {"N": str(limit)}},
+        values={
+            ":lease": lease,
+            ":limit": {"N": str(limit)},
+            ":room": {"N": str(limit - weight)},
+            ":w": {"N": str(weight)},
+        },
     )
     counter_write(
         expr,
@@ -302,14 +326,18 @@ def shorten_grant(key: str, slot: str, deadline: int, *, lower_hint: bool) -> di
 
 
 def release(key: str, fence: Fence) -> dict[str, Any]:
-    """Free a slot when nobody waits: remove the lease, count down; one single-item write."""
+    """Free a slot when nobody waits: remove the lease, count its units down (its weight read
+    from the lease itself); one single-item write."""
     expr = Expr(
-        sets=["#c = #c - :one", "#lr = :rid"],
+        sets=["#c = #c - if_not_exists(#l.#lw, :one)", "#lr = :rid"],
         removes=["#l"],
-        conditions=["#c > :zero", NOBODY_WAITS],
-        names={"#l": fence.slot, "#c": COUNT, "#nw": NWAIT, "#lr": LAST_RELEASE},
+        conditions=["#c > :zero"],
+        names={"#l": fence.slot, "#c": COUNT, "#lr": LAST_RELEASE, "#lw": F_WEIGHT},
         values={":rid": {"S": fence.request_id}},
     )
+    if not fence.past_waiters:
+        expr.conditions.append(NOBODY_WAITS)
+        expr.names["#nw"] = NWAIT
     fence_conditions(
         expr,
         now=fence.now,

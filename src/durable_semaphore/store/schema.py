@@ -56,12 +56,15 @@ F_EXPIRES = "x"
 F_ACQUIRED = "a"
 F_GRANTED = "g"  # present (True) while the lease is handed over but not yet claimed
 F_ARN = "e"  # the execution ARN, or the length of the holder id's prefix that is the ARN
+F_WEIGHT = "w"  # units of the limit the lease holds, when more than 1
 
 # Marker and queue item attributes.
 STATE = "st"
 SEQ = "seq"
 HOLDER = "holder"
 ARN = "execution_arn"
+QUEUE_WEIGHT = "qw"  # units a waiter waits for, when more than 1
+QUEUE_LIMIT = "ql"  # the limit a waiter waits under
 
 #: How long an idle counter item outlives the last expiry it covers. Long enough that a key
 #: in use is never swept under its users (a waiter checks in far more often), short enough
@@ -169,6 +172,7 @@ def encode_lease(
     acquired_at: float,
     execution_arn: str | None,
     granted: bool = False,
+    weight: int = 1,
 ) -> dict[str, Any]:
     """A lease attribute. The holder id is stored without the part it shares with the key,
     and the ARN as a length when the holder id starts with it (the SDK's holder ids do), so a
@@ -189,6 +193,8 @@ def encode_lease(
             fields[F_ARN] = {"S": execution_arn}
     if granted:
         fields[F_GRANTED] = {"BOOL": True}
+    if weight != 1:
+        fields[F_WEIGHT] = {"N": str(weight)}
     return {"M": fields}
 
 
@@ -208,6 +214,7 @@ def decode_lease(key: str, value: Mapping[str, Any]) -> Lease:
         execution_arn=arn,
         state=GRANTED if F_GRANTED in fields else HELD,
         token=fields.get(F_TOKEN, {}).get("S"),
+        weight=int(fields[F_WEIGHT]["N"]) if F_WEIGHT in fields else 1,
     )
 
 
@@ -233,6 +240,8 @@ def waiter_from_item(item: Mapping[str, Any]) -> Waiter:
         execution_arn=item.get(ARN, {}).get("S"),
         callback_id=item.get("cb", {}).get("S"),
         spare_callback_ids=tuple(v["S"] for v in item.get("cbs", {}).get("L", [])),
+        weight=int(item[QUEUE_WEIGHT]["N"]) if QUEUE_WEIGHT in item else 1,
+        limit=int(item[QUEUE_LIMIT]["N"]) if QUEUE_LIMIT in item else None,
     )
 
 
@@ -241,6 +250,7 @@ class Meta:
     """The counter item, parsed; absent attributes read as their neutral value."""
 
     exists: bool
+    #: Units held: the sum of the leases' weights (their number when every weight is 1).
     count: int
     version: int
     wseq: int
@@ -290,6 +300,10 @@ class Meta:
         """Whether the item's TTL must move later (to :func:`life_of`) to outlive something
         expiring at ``expires_at``; False when it already lives longer."""
         return self.expires_at is None or self.expires_at <= life_of(expires_at)
+
+    def fits(self, weight: int, limit: int) -> bool:
+        """Whether ``weight`` more units fit under ``limit`` as counted now."""
+        return self.count + weight <= limit
 
     def may_hold_expired(self, now: float) -> bool:
         """Whether a lease counted here can have expired (so a reconcile can free a slot)."""

@@ -37,6 +37,7 @@ from durable_semaphore.store.validate import (
     validate_position,
     validate_token,
     validate_ttl,
+    validate_weight,
 )
 
 #: DynamoDB's rule for table names, or a table ARN (which DynamoDB accepts as TableName too).
@@ -141,6 +142,7 @@ class DynamoDBSemaphore(Acquiring):
         queue_ttl_seconds: float = DEFAULT_QUEUE_TTL_SECONDS,
         token: str | None = None,
         queue_first: bool = False,
+        weight: int = 1,
     ) -> AcquireResult:
         """Take a slot, or join the key's FIFO queue and wait for one to be handed over.
 
@@ -153,6 +155,8 @@ class DynamoDBSemaphore(Acquiring):
         fresh lease gets (default: a new random one); a caller that records nothing can derive
         it again on replay. ``queue_first`` (a caller that was just refused) tries to join the
         queue before trying for a slot: one request instead of two when the key is still full.
+        ``weight`` is how many units of the limit the holder takes (1 to ``limit``): a lease
+        holds them all or none, and the queue serves its head first whatever it weighs.
         Nothing is written on bad input.
         """
         validate_key(key)
@@ -167,6 +171,7 @@ class DynamoDBSemaphore(Acquiring):
             execution_arn=validate_arn(execution_arn),
             callbacks=callbacks_of(callback_id, spare_callback_ids),
             token=validate_token(token),
+            weight=validate_weight(weight, limit),
         )
         validate_position(position)
         # Arrival order is the order of first tries: the queue number is stamped once, before

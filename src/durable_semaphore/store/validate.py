@@ -162,3 +162,15 @@ def validate_rate(rate: object, per: object, burst: object) -> tuple[float, floa
             f"the least is {MIN_RATE_INTERVAL} s",
         )
     return float(rate), float(per), burst
+
+
+def validate_weight(weight: object, limit: int | None = None) -> int:
+    """Units of a limit one holder takes: an integer from 1 (to the limit, when known: a
+    heavier one could never be admitted)."""
+    top = limit if limit is not None else MAX_LIMIT
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= top:
+        why = f"must be an integer from 1 to {top:,}"
+        if limit is not None:
+            why += " (the limit: a heavier holder could never get in)"
+        raise InvalidArgumentError("weight", weight, why)
+    return weight
