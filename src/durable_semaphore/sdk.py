@@ -269,21 +269,25 @@ def _wrap_map(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)  # untouched: identical history
         func = bound.arguments["func"]
         pace = _open_pace(self, config)
-        if pace is not None:
+        scope = _open_scope(self, config)
+
+        def paced(child: DurableContext, index: int, body: Callable[[], Any]) -> Any:
+            return body() if pace is None else run_paced(pace, child, index, body)
+
+        if scope is None:
 
             def paced_item(
                 child: DurableContext, item: Any, index: int, items: Sequence[Any]
             ) -> Any:
-                return run_paced(pace, child, index, lambda: func(child, item, index, items))
+                return paced(child, index, lambda: func(child, item, index, items))
 
             bound.arguments["func"] = _sdk_compat.carry_attributes(paced_item, func)
             return original(*bound.args, **bound.kwargs)
-        scope = _open_scope(self, config)
-        if scope is None:  # pragma: no cover - limiter is not None here
-            return original(self, *args, **kwargs)
 
         def gated_item(child: DurableContext, item: Any, index: int, items: Sequence[Any]) -> Any:
-            return run_gated(scope, child, index, lambda: func(child, item, index, items), item)
+            # The slot first, then the start: a branch books its start only once it may run.
+            body = lambda: paced(child, index, lambda: func(child, item, index, items))  # noqa: E731
+            return run_gated(scope, child, index, body, item)
 
         # The SDK names an unnamed map after an attribute of its function; keep them all.
         bound.arguments["func"] = _sdk_compat.carry_attributes(gated_item, func)
@@ -325,19 +329,19 @@ def _wrap_parallel(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
         functions = bound.arguments["functions"]
         pace = _open_pace(self, config)
-        if pace is not None:
-            bound.arguments["functions"] = [
-                _gate_branch(functools.partial(run_paced, pace), i, branch)
-                for i, branch in enumerate(functions)
-            ]
-            return original(*bound.args, **bound.kwargs)
         scope = _open_scope(self, config)
-        if scope is None:  # pragma: no cover
-            return original(self, *args, **kwargs)
+
+        def run(child: DurableContext, index: int, body: Callable[[], Any]) -> Any:
+            inner = body if pace is None else lambda: run_paced(pace, child, index, body)
+            if scope is None:
+                return inner()
+            return run_gated(scope, child, index, inner)
+
         bound.arguments["functions"] = [
-            _gate_branch(functools.partial(run_gated, scope), i, branch)
-            for i, branch in enumerate(functions)
+            _gate_branch(run, i, branch) for i, branch in enumerate(functions)
         ]
+        if scope is None:
+            return original(*bound.args, **bound.kwargs)
         return _call_and_sweep(self, scope, lambda: original(*bound.args, **bound.kwargs))
 
     setattr(parallel_hook, _HOOK_SENTINEL, True)

@@ -25,10 +25,16 @@ __all__ = [
     "validate_limiter_spec",
 ]
 
-_ACCEPTED = "must be None, 'dynamodb', a DynamoDBLimiter or a DynamoDBRateLimiter"
+_ACCEPTED = (
+    "must be None, 'dynamodb', a DynamoDBLimiter, a DynamoDBRateLimiter, or a list of one "
+    "concurrency limit ('dynamodb' or a DynamoDBLimiter) and one DynamoDBRateLimiter"
+)
 
-#: The value of ``MapConfig.limiter`` / ``ParallelConfig.limiter``.
-LimiterSpec = Literal["dynamodb"] | DynamoDBLimiter | DynamoDBRateLimiter | None
+#: One limit of ``MapConfig.limiter`` / ``ParallelConfig.limiter``.
+OneLimit = Literal["dynamodb"] | DynamoDBLimiter | DynamoDBRateLimiter
+#: The value of ``MapConfig.limiter`` / ``ParallelConfig.limiter``: one limit, or a list of a
+#: concurrency limit and a rate (a branch holds its slot, then books its start).
+LimiterSpec = OneLimit | list[OneLimit] | tuple[OneLimit, ...] | None
 
 _default_limiters: dict[str, DynamoDBLimiter] = {}
 _default_lock = threading.Lock()
@@ -51,8 +57,24 @@ def default_limiter() -> DynamoDBLimiter:
     return limiter
 
 
+def _parts(limiter: object) -> list[object]:
+    return list(limiter) if isinstance(limiter, list | tuple) else [limiter]
+
+
 def validate_limiter_spec(limiter: object, max_concurrency: int | None) -> None:
     """Reject a bad ``limiter=`` value when the config is built, naming the value."""
+    if isinstance(limiter, list | tuple):
+        rates = [part for part in limiter if isinstance(part, DynamoDBRateLimiter)]
+        slots = [part for part in limiter if not isinstance(part, DynamoDBRateLimiter)]
+        if not limiter or len(rates) > 1 or len(slots) > 1:
+            raise InvalidArgumentError("limiter", limiter, _ACCEPTED)
+        for part in limiter:
+            _validate_one(part, max_concurrency)
+        return
+    _validate_one(limiter, max_concurrency)
+
+
+def _validate_one(limiter: object, max_concurrency: int | None) -> None:
     if limiter is None:
         return
     if isinstance(limiter, str):
@@ -90,15 +112,18 @@ def validate_limiter_spec(limiter: object, max_concurrency: int | None) -> None:
 def resolve_limiter(limiter: object) -> DynamoDBLimiter | None:
     """Map a validated ``limiter=`` value to a :class:`DynamoDBLimiter` (None, and a rate
     limiter, which :func:`resolve_rate_limiter` takes, give None)."""
-    if limiter is None or isinstance(limiter, DynamoDBRateLimiter):
-        return None
-    if limiter == "dynamodb":
-        return default_limiter()
-    if isinstance(limiter, DynamoDBLimiter):
-        return limiter
-    raise InvalidArgumentError("limiter", limiter, _ACCEPTED)
+    for part in _parts(limiter):
+        if part is None or isinstance(part, DynamoDBRateLimiter):
+            continue
+        if part == "dynamodb":
+            return default_limiter()
+        if isinstance(part, DynamoDBLimiter):
+            return part
+        raise InvalidArgumentError("limiter", limiter, _ACCEPTED)
+    return None
 
 
 def resolve_rate_limiter(limiter: object) -> DynamoDBRateLimiter | None:
     """The rate limiter of a validated ``limiter=`` value, or None."""
-    return limiter if isinstance(limiter, DynamoDBRateLimiter) else None
+    rates = [part for part in _parts(limiter) if isinstance(part, DynamoDBRateLimiter)]
+    return rates[0] if rates else None

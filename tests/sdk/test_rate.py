@@ -145,3 +145,70 @@ def test_control_without_the_rate_the_window_bound_is_broken(
     _run_all(None)
     exact = math.floor(WINDOW / (PER / RATE)) + BURST
     assert _most_in_window(list(_RAN.values()), WINDOW) > exact
+
+
+@pytest.mark.timeout(180)
+def test_a_rate_and_a_concurrency_limit_together(semaphore: DynamoDBSemaphore) -> None:
+    """``limiter=[rate, concurrency]``: a branch holds a slot of the concurrency limit, then
+    books its start under the rate; both bounds hold, judged from the histories (the peak of
+    the branches' downstream waits, and the booked starts)."""
+    from aws_durable_execution_sdk_python.config import Duration
+
+    from durable_semaphore import DynamoDBLimiter
+    from tests.sdk.observe import peak_of
+
+    store = DynamoDBRateStore(table_name=semaphore.table_name, client=semaphore.client)
+    rate = DynamoDBRateLimiter("api-both", RATE, PER, BURST, store=store)
+    slots = DynamoDBLimiter(
+        "db-both", 2, semaphore=semaphore, initial_delay_seconds=1, max_delay_seconds=2
+    )
+
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        def item(ctx: DurableContext, x: int, i: int, items: Any) -> int:
+            ctx.wait(Duration.from_seconds(1), name="downstream")
+            return x
+
+        config = MapConfig(max_concurrency=4, limiter=[rate, slots])
+        return context.map(list(range(4)), item, config=config).get_results()
+
+    with DurableFunctionTestRunner(handler=handler, skip_time=False) as runner:
+        arns = [
+            runner.run_async(input="{}", execution_timeout=120, execution_name=f"both-{k}")
+            for k in range(2)
+        ]
+        results = [runner.wait_for_result(arn, timeout=120) for arn in arns]
+    for res in results:
+        assert res.status.name == "SUCCEEDED", res.error
+        assert json.loads(res.result) == [0, 1, 2, 3]
+    assert 1 <= peak_of(results, "WaitOperation") <= 2 + 2  # downstream waits + rate waits
+    downstream = [
+        (op.start_timestamp.timestamp(), op.end_timestamp.timestamp())
+        for res in results
+        for op in all_operations(res)
+        if type(op).__name__ == "WaitOperation" and op.name == "downstream"
+    ]
+    from tests.sdk.observe import peak_overlap
+
+    assert len(downstream) == 8 and peak_overlap(downstream) <= 2
+    booked = [
+        float(_plain(json.loads(op.result))["start"])
+        for res in results
+        for op in all_operations(res)
+        if type(op).__name__ == "StepOperation" and op.name == BOOK_OPERATION_NAME
+    ]
+    assert len(booked) == 8
+    assert _most_in_window(booked, WINDOW) <= math.floor(WINDOW / (PER / RATE)) + BURST
+
+
+def test_a_limiter_list_takes_at_most_one_of_each_kind() -> None:
+    from durable_semaphore import DynamoDBLimiter, InvalidArgumentError
+
+    rate = DynamoDBRateLimiter("r", 1)
+    with pytest.raises(InvalidArgumentError):
+        MapConfig(max_concurrency=2, limiter=[rate, rate])
+    with pytest.raises(InvalidArgumentError):
+        MapConfig(max_concurrency=2, limiter=["dynamodb", DynamoDBLimiter("x", 2, waker=None)])
+    with pytest.raises(InvalidArgumentError):
+        MapConfig(max_concurrency=2, limiter=[])
+    assert MapConfig(max_concurrency=2, limiter=["dynamodb", rate]).limiter == ["dynamodb", rate]
