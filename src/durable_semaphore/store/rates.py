@@ -400,6 +400,10 @@ class DynamoDBRateStore:
         self.io = StoreIO(client, table_name)
         self._clock = clock
         self._lock = threading.Lock()
+        #: One booking at a time per key in this process: each then guesses its write from
+        #: the state the one before it left, instead of a burst of threads all guessing from
+        #: the same stale state and paying a refused write each.
+        self._key_locks: dict[str, threading.Lock] = {}
         self._seen: OrderedDict[str, RateState] = OrderedDict()
 
     def now(self) -> float:
@@ -430,44 +434,46 @@ class DynamoDBRateStore:
         key = validate_key(key)
         holder = validate_holder(holder)
         rate, per, burst = validate_rate(rate, per, burst)
-        if now is None:
-            now = self.now()
-        elif isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        if now is not None and (
+            isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)
+        ):
             raise InvalidArgumentError("now", now, "must be a finite number of epoch seconds")
-        now = float(now)
         interval = per / rate
         tolerance = (burst - 1) * interval
-        name = booking_name(holder)
-        seen = self._recall(key)
-        if seen is not None and name in seen.bookings:
-            return Booking(seen.bookings[name], now, fresh=False)
-        state = seen or RateState()
-        for _ in range(MAX_ATTEMPTS):
-            variant = variant_for(state.tat, now, tolerance)
-            removes = stale_bookings(state.bookings, now, self.keep_seconds, self.max_bookings)
-            request = book_request(
-                key,
-                name,
-                variant,
-                now=now,
-                interval=interval,
-                tolerance=tolerance,
-                seen_tat=state.tat,
-                removes=removes,
-            )
-            try:
-                out = self.io.update(**request)
-            except ConditionFailed as refused:
-                state = self._remember(key, refused.item)
-                if name in state.bookings:
-                    # Booked before; or, when botocore resent this very write, by its first try.
-                    return Booking(state.bookings[name], now, fresh=refused.retried)
-                continue
-            state = self._remember(key, out.get("Attributes"))
-            start = state.bookings[name]
-            if len(state.bookings) > 2 * self.max_bookings:
-                self._prune(key, state, now)
-            return Booking(start, now, fresh=True)
+        with self._key_lock(key):
+            # Read after the wait for the lock, so that a booking is not dated in the past.
+            now = float(self.now() if now is None else now)
+            name = booking_name(holder)
+            seen = self._recall(key)
+            if seen is not None and name in seen.bookings:
+                return Booking(seen.bookings[name], now, fresh=False)
+            state = seen or RateState()
+            for _ in range(MAX_ATTEMPTS):
+                variant = variant_for(state.tat, now, tolerance)
+                removes = stale_bookings(state.bookings, now, self.keep_seconds, self.max_bookings)
+                request = book_request(
+                    key,
+                    name,
+                    variant,
+                    now=now,
+                    interval=interval,
+                    tolerance=tolerance,
+                    seen_tat=state.tat,
+                    removes=removes,
+                )
+                try:
+                    out = self.io.update(**request)
+                except ConditionFailed as refused:
+                    state = self._remember(key, refused.item)
+                    if name in state.bookings:
+                        # Booked before; or, when botocore resent this write, by its first try.
+                        return Booking(state.bookings[name], now, fresh=refused.retried)
+                    continue
+                state = self._remember(key, out.get("Attributes"))
+                start = state.bookings[name]
+                if len(state.bookings) > 2 * self.max_bookings:
+                    self._prune(key, state, now)
+                return Booking(start, now, fresh=True)
         raise ContentionError(f"book({key!r}, {holder!r}) lost {MAX_ATTEMPTS} races")
 
     def peek(self, key: str) -> float | None:
@@ -497,6 +503,15 @@ class DynamoDBRateStore:
         except ConditionFailed:
             return
         self._remember(key, out.get("Attributes"))
+
+    def _key_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            lock = self._key_locks.get(key)
+            if lock is None:
+                if len(self._key_locks) >= CACHED_KEYS:
+                    self._key_locks.clear()  # idle keys' locks; a lock in use is still held
+                lock = self._key_locks[key] = threading.Lock()
+            return lock
 
     def _recall(self, key: str) -> RateState | None:
         with self._lock:
