@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from durable_semaphore import DynamoDBSemaphore, InvalidArgumentError
+from durable_semaphore import AcquireTimeoutError, DynamoDBSemaphore, InvalidArgumentError
 from tests.store_helpers import count_requests
 
 LIMIT = 5
@@ -150,3 +150,19 @@ def test_weights_in_the_limiter_come_from_the_item() -> None:
         limiter.weight_of({"units": 11}, 10)
     with pytest.raises(InvalidArgumentError):
         DynamoDBLimiter("w", 2, weight=3, waker=None)
+
+
+def test_a_hold_takes_its_weight_and_hands_it_on(semaphore: DynamoDBSemaphore) -> None:
+    from durable_semaphore import DynamoDBLimiter
+
+    limiter = DynamoDBLimiter("hw", LIMIT, semaphore=semaphore, waker=None)
+    with limiter.hold(timeout=5, weight=4) as held:
+        assert semaphore.slot_count("hw").count == 4
+        assert held.lease is not None and held.lease.weight == 4
+        with limiter.hold(timeout=5, weight=1):
+            assert semaphore.slot_count("hw").count == 5
+        with pytest.raises(AcquireTimeoutError), limiter.hold(timeout=0.5, weight=2):
+            pass
+    assert semaphore.slot_count("hw").count == 0
+    with pytest.raises(InvalidArgumentError):
+        limiter.hold(weight=6)

@@ -59,7 +59,7 @@ from durable_semaphore.store import (
     Lease,
     ReleaseResult,
 )
-from durable_semaphore.store.validate import validate_holder, validate_ttl
+from durable_semaphore.store.validate import validate_holder, validate_ttl, validate_weight
 from durable_semaphore.wake import LocalSignals
 
 
@@ -93,6 +93,7 @@ class HoldLimiter(Protocol):
         queue_ttl_seconds: float | None = ...,
         enqueue: bool = ...,
         wake: bool = ...,
+        weight: int = ...,
     ) -> AcquireResult: ...
 
     def release(
@@ -103,6 +104,7 @@ class HoldLimiter(Protocol):
         waited: bool = ...,
         token: str | None = ...,
         wake: bool = ...,
+        weight: int | None = ...,
     ) -> ReleaseResult: ...
 
     def renew(
@@ -228,6 +230,7 @@ class Hold:
         max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
         heartbeat_seconds: float | None = None,
         on_lost: Callable[[Hold], None] | None = None,
+        weight: int = 1,
     ) -> None:
         if limiter.name is None or limiter.limit is None:
             raise InvalidArgumentError(
@@ -248,6 +251,8 @@ class Hold:
             raise InvalidArgumentError("on_lost", on_lost, "must be a function of the Hold")
         if holder is not None:
             validate_holder(holder)
+        #: Units of the limit this hold takes.
+        self.weight = validate_weight(weight, limiter.limit)
         self.limiter = limiter
         self.key: str = limiter.name
         self.limit: int = limiter.limit
@@ -337,9 +342,9 @@ class Hold:
             ours = generation == self._generation and self.lease is None
             if ours and (result.lease is not None or result.queued):
                 with budget.budget(time.monotonic() + _LEAVE_SECONDS):
-                    outcome = limiter.release(self.key, self.holder, wake=False)
-                if outcome.grant is not None:
-                    self._wake(outcome.grant)
+                    outcome = limiter.release(self.key, self.holder, wake=False, weight=self.weight)
+                for grant in outcome.grants:
+                    self._wake(grant)
 
         return self._call(
             lambda: limiter.acquire(
@@ -351,6 +356,7 @@ class Hold:
                 position=self.position,
                 queue_ttl_seconds=self.queue_ttl_seconds,
                 wake=False,  # woken by _wake, which logs a failed wake-up instead of raising
+                weight=self.weight,
             ),
             None if deadline is None else deadline + _CALL_GRACE_SECONDS,
             "acquire",
@@ -412,8 +418,8 @@ class Hold:
         """
 
         def wake_late(result: ReleaseResult) -> None:
-            if result.grant is not None:
-                self._wake(result.grant)
+            for grant in result.grants:
+                self._wake(grant)
 
         limiter = self.limiter
         try:
@@ -421,7 +427,7 @@ class Hold:
             # were never told. The holder id is this hold's own. Not ``waiters_likely``: that
             # starts with a hand-off from the queue head, which may be this very waiter.
             result = self._call(
-                lambda: limiter.release(self.key, self.holder, wake=False),
+                lambda: limiter.release(self.key, self.holder, wake=False, weight=self.weight),
                 time.monotonic() + _LEAVE_SECONDS,
                 "leave",
                 wake_late,
@@ -435,8 +441,8 @@ class Hold:
                 exc_info=True,
             )
             return
-        if result.grant is not None:
-            self._wake(result.grant)
+        for grant in result.grants:
+            self._wake(grant)
 
     def _wake(self, grant: Grant) -> None:
         """Tell the waiter a slot was handed to: the limiter's route (local signal, callback,
@@ -471,13 +477,18 @@ class Hold:
         limiter = self.limiter
 
         def wake_late(result: ReleaseResult) -> None:
-            if result.grant is not None:
-                self._wake(result.grant)
+            for grant in result.grants:
+                self._wake(grant)
 
         try:
             result = self._call(
                 lambda: limiter.release(
-                    self.key, self.holder, waited=self.waited, token=fence(lease), wake=False
+                    self.key,
+                    self.holder,
+                    waited=self.waited,
+                    token=fence(lease),
+                    wake=False,
+                    weight=self.weight,
                 ),
                 time.monotonic() + _RELEASE_SECONDS,
                 "release",
@@ -492,8 +503,8 @@ class Hold:
                 exc_info=True,
             )
             return False
-        if result.grant is not None:
-            self._wake(result.grant)
+        for grant in result.grants:
+            self._wake(grant)
         return result.released
 
     def __enter__(self) -> Hold:

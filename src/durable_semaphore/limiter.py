@@ -370,7 +370,7 @@ class DynamoDBLimiter(StoreAccess):
         weight: int | None = None,
     ) -> ReleaseResult:
         """Free ``holder``'s slot (or its queue place), hand it to the oldest waiter and wake
-        that waiter (``wake=False``: the caller wakes ``result.grant`` its own way).
+        that waiter (``wake=False``: the caller wakes ``result.grants`` its own way).
 
         ``waited`` (this holder had to queue) predicts waiters, which saves a request.
         ``token`` (the lease's) makes sure only that generation of the lease is freed.
@@ -442,11 +442,13 @@ class DynamoDBLimiter(StoreAccess):
         ttl_seconds: float = DEFAULT_HOLD_TTL_SECONDS,
         max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
         on_lost: Callable[[Hold], None] | None = None,
+        weight: int = 1,
     ) -> Hold:
         """A slot of this named limiter for a ``with`` block outside map/parallel: waits in
         the FIFO queue up to ``timeout`` seconds (None: forever), else raises
         :class:`~durable_semaphore.errors.AcquireTimeoutError`. ``on_lost`` is called (on the
-        heartbeat thread) if the lease is lost while held. See :mod:`durable_semaphore.hold`.
+        heartbeat thread) if the lease is lost while held; ``weight`` is how many units of the
+        limit it takes. See :mod:`durable_semaphore.hold`.
         """
         return Hold(
             self,
@@ -455,6 +457,7 @@ class DynamoDBLimiter(StoreAccess):
             ttl_seconds=ttl_seconds,
             max_poll_seconds=max_poll_seconds,
             on_lost=on_lost,
+            weight=weight,
         )
 
     def holding(

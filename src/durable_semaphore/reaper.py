@@ -341,8 +341,8 @@ class Reaper:
             self._log.info("released lease", extra={**fields, "status": status})
         else:
             report.already_released += 1
-        if result.grant is not None:
-            self._wake((result.grant,), report)
+        if result.grants:
+            self._wake(result.grants, report)
 
     def _reclaim(self, key: str, expired: _Expired, report: ReapReport, *, dry_run: bool) -> None:
         if dry_run:
