@@ -11,13 +11,14 @@ from durable_semaphore.demo.rate import RateDemo, format_rate, run_rate_compare
 
 @pytest.mark.timeout(180)
 def test_the_rate_scenario_shows_the_bound_kept_and_broken(semaphore: DynamoDBSemaphore) -> None:
-    demo = RateDemo(executions=2, items=6, rate=4.0, burst=2)
+    demo = RateDemo(executions=2, items=8, rate=4.0, burst=2)
     bare, limited = run_rate_compare(demo, semaphore, compare=True)
     assert bare is not None and bare.succeeded and not bare.booked
-    assert bare.most_ran_in_window > demo.bound  # the control: all 12 at once
-    assert limited.ok and len(limited.booked) == len(limited.ran) == 12
+    assert bare.most_ran_in_window > demo.bound  # the control: 16 at once, or close
+    assert limited.ok and len(limited.booked) == len(limited.ran) == 16
     assert limited.most_booked_in_window <= demo.bound
     assert min(r - b for r, b in zip(limited.ran, limited.booked, strict=True)) >= -1e-6
     text = format_rate(limited, bare)
-    assert "bare SDK: most starts in any 1 s: 12" in text and text.endswith("OK")
+    assert f"bare SDK: most starts in any 1 s: {bare.most_ran_in_window}" in text
+    assert text.endswith("OK")
     assert limited.to_json()["starts_per_second"] == limited.per_second()

@@ -25,7 +25,14 @@ from durable_semaphore.sdk import MapConfig
 from durable_semaphore.store import DynamoDBSemaphore
 from durable_semaphore.store.rates import DynamoDBRateStore
 
-__all__ = ["RateDemo", "RateResult", "format_rate", "run_rate_compare"]
+__all__ = [
+    "RateDemo",
+    "RateResult",
+    "format_rate",
+    "most_in_window",
+    "plain_result",
+    "run_rate_compare",
+]
 
 WORK_STEP_NAME = "demo-work"
 
@@ -59,11 +66,11 @@ class RateResult:
 
     @property
     def most_ran_in_window(self) -> int:
-        return _most_in_window(self.ran, self.demo.per)
+        return most_in_window(self.ran, self.demo.per)
 
     @property
     def most_booked_in_window(self) -> int:
-        return _most_in_window(self.booked, self.demo.per) if self.booked else 0
+        return most_in_window(self.booked, self.demo.per) if self.booked else 0
 
     @property
     def ok(self) -> bool:
@@ -98,19 +105,20 @@ class RateResult:
         }
 
 
-def _most_in_window(starts: list[float], window: float) -> int:
+def most_in_window(starts: list[float], window: float) -> int:
+    """Most of ``starts`` in any closed window of ``window`` seconds (what GCRA bounds)."""
     ordered = sorted(starts)
     return max(
         (sum(1 for t in ordered[i:] if t <= s + window) for i, s in enumerate(ordered)), default=0
     )
 
 
-def _plain(value: Any) -> Any:
+def plain_result(value: Any) -> Any:
     """A step result as the SDK stores it, its typed envelope ({"t": ..., "v": ...}) removed."""
     if isinstance(value, dict) and set(value) == {"t", "v"}:
-        return _plain(value["v"])
+        return plain_result(value["v"])
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_result(v) for k, v in value.items()}
     return value
 
 
@@ -153,7 +161,7 @@ def run_rate(demo: RateDemo, semaphore: DynamoDBSemaphore) -> RateResult:
         ]
         results = [runner.wait_for_result(arn, timeout=600) for arn in arns]
     booked = [
-        float(_plain(json.loads(op.result))["start"])
+        float(plain_result(json.loads(op.result))["start"])
         for res in results
         for op in res.get_all_operations()
         if type(op).__name__ == "StepOperation" and op.name == BOOK_OPERATION_NAME
