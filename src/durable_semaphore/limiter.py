@@ -214,10 +214,8 @@ class DynamoDBLimiter(StoreAccess):
         self.jitter = jitter
         self._random = random_source if random_source is not None else random.random
         #: Timeout of a waiting branch's first callback: the fallback for a wake-up that was
-        #: never sent (a releaser that died between hand-off and wake-up, a refused API call).
-        #: Live releasers wake waiters at once, so this is not how long anyone normally waits.
-        #: Each further round doubles it (up to a day), so a wait of any length records only a
-        #: few operations. See :meth:`round_timeout_seconds`.
+        #: never sent (live releasers wake waiters at once); each further round doubles it, up
+        #: to a day (:meth:`round_timeout_seconds`).
         self.wake_timeout_seconds = wake_timeout_seconds
         self.local_wait_seconds = float(local_wait_seconds)
         self.signals = signals if signals is not None else _local_signals

@@ -257,12 +257,7 @@ def handoff(
     return [
         {"Update": {"TableName": table, **expr.update(meta_key(key))}},
         {"Delete": {"TableName": table, **_existing(queue_key(key, to.seq))}},
-        {
-            "Delete": {
-                "TableName": table,
-                **_queued_marker_delete(key, to.holder, to.seq),
-            }
-        },
+        {"Delete": {"TableName": table, **_queued_marker_delete(key, to.holder, to.seq)}},
     ]
 
 

@@ -362,6 +362,13 @@ def prune_request(key: str, removes: Sequence[str]) -> dict[str, Any]:
 # -- the store ---------------------------------------------------------------------------------
 
 
+def _check_now(now: object) -> None:
+    if now is not None and (
+        isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)
+    ):
+        raise InvalidArgumentError("now", now, "must be a finite number of epoch seconds")
+
+
 class DynamoDBRateStore:
     """GCRA bookings per key on the lease table (``sk = "#rate"``, beside a key's counter).
 
@@ -434,15 +441,11 @@ class DynamoDBRateStore:
         key = validate_key(key)
         holder = validate_holder(holder)
         rate, per, burst = validate_rate(rate, per, burst)
-        if now is not None and (
-            isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)
-        ):
-            raise InvalidArgumentError("now", now, "must be a finite number of epoch seconds")
+        _check_now(now)
         interval = per / rate
         tolerance = (burst - 1) * interval
         with self._key_lock(key):
-            # Read after the wait for the lock, so that a booking is not dated in the past.
-            now = float(self.now() if now is None else now)
+            now = float(self.now() if now is None else now)  # after the lock: not in the past
             name = booking_name(holder)
             seen = self._recall(key)
             if seen is not None and name in seen.bookings:

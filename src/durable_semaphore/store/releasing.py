@@ -9,7 +9,7 @@ from durable_semaphore.errors import ContentionError
 from durable_semaphore.store import requests
 from durable_semaphore.store.client import ConditionFailed
 from durable_semaphore.store.core import MAX_ATTEMPTS, backoff
-from durable_semaphore.store.model import ReleaseResult, new_token
+from durable_semaphore.store.model import Lease, ReleaseResult, new_token
 from durable_semaphore.store.queueing import ExpiredOwn, HeadTooHeavy, LookAgain, releasable
 from durable_semaphore.store.reconciling import Reconciling
 from durable_semaphore.store.requests import Fence
@@ -119,10 +119,7 @@ class Releasing(Reconciling):
             except ConditionFailed as refused:
                 meta = Meta.parse(refused.item)
                 mine = meta.lease_of(holder)
-                if meta.last_release == request_id or (refused.retried and mine is None):
-                    # This very release was applied; botocore resent it after losing the answer
-                    # (its id is still the last release's, or the lease is gone after a resend:
-                    # another release in between would have had to free it within that resend).
+                if _resent(refused, meta, mine, request_id):
                     observability.lease_released(key, holder)
                     return ReleaseResult(seen_expiry is None)
                 if not releasable(mine, fence):
@@ -182,3 +179,10 @@ class Releasing(Reconciling):
             self._leave_queue(key, holder, head.seq)
             return ReleaseResult(False, left_queue=True)
         return self._handoff(key, fence, holder, head)
+
+
+def _resent(refused: ConditionFailed, meta: Meta, mine: Lease | None, request_id: str) -> bool:
+    """Whether this very release was applied and botocore resent it after losing the answer:
+    its id is still the last release's, or its lease is gone after a resend (another release
+    in between would have had to free it within that resend)."""
+    return meta.last_release == request_id or (refused.retried and mine is None)
