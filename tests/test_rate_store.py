@@ -10,15 +10,13 @@ whose condition is removed.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -37,46 +35,9 @@ from durable_semaphore.store.rates import (
 )
 from durable_semaphore.store.schema import IDLE_GRACE_SECONDS
 from tests.conftest import FakeClock, local_dynamodb_client
-from tests.store_helpers import count_requests
+from tests.store_helpers import count_requests, traffic
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Traffic:
-    calls: Counter[str] = field(default_factory=Counter)
-    write_units: list[float] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def traffic(client: Any) -> Iterator[Traffic]:
-    """Count ``client``'s calls and collect the write units each write consumed."""
-    seen = Traffic()
-
-    def on_call(model: Any, **_: Any) -> None:
-        seen.calls[model.name] += 1
-
-    def want_capacity(params: dict[str, Any], **_: Any) -> None:
-        params["ReturnConsumedCapacity"] = "TOTAL"
-
-    def on_result(parsed: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.name == "UpdateItem":
-            seen.write_units.append(
-                float(parsed.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-            )
-
-    hooks: list[tuple[str, Callable[..., None]]] = [
-        ("before-call.dynamodb", on_call),
-        ("provide-client-params.dynamodb.UpdateItem", want_capacity),
-        ("after-call.dynamodb", on_result),
-    ]
-    for event, handler in hooks:
-        client.meta.events.register(event, handler)
-    try:
-        yield seen
-    finally:
-        for event, handler in hooks:
-            client.meta.events.unregister(event, handler)
 
 
 def rows(sem: DynamoDBSemaphore) -> list[dict[str, Any]]:
@@ -198,7 +159,7 @@ def test_one_booking_is_one_update_item(
     with traffic(semaphore.client) as seen:
         first = store.book(key, "h0", 10, 1, 3)
     assert first == Booking(clock.now, clock.now, fresh=True)
-    assert seen.calls == Counter({"UpdateItem": 1}) and seen.write_units == [1.0]
+    assert seen.calls == Counter({"UpdateItem": 1}) and seen.units_per_write == [1.0]
     # Within the burst, then queued: each still one write, no read.
     for n in range(1, 30):
         with count_requests(semaphore.client) as sent:
@@ -250,7 +211,7 @@ def test_wcu_per_booking_as_the_item_grows(
             )
             counts.append(len(records(rate_item(semaphore, key))))
             clock.advance(0.01)  # arrivals at 100/s on a 50/s rate: backlogged throughout
-    units = seen.write_units
+    units = seen.units_per_write
     assert seen.calls["UpdateItem"] == 400, "one write per booking, no prune write needed"
     assert units[:30] == [1.0] * 30
     assert max(units) <= 2.0

@@ -11,12 +11,9 @@ that chaining is exercised with few leases; one keeps the real one. The planner 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -39,56 +36,11 @@ from durable_semaphore.store.schema import (
     slot_name,
 )
 from tests.conftest import FakeClock, local_dynamodb_client
-from tests.store_helpers import meta_rows
+from tests.store_helpers import meta_rows, traffic
 
 REAL_PLAN = reconcile.plan
 #: The smaller batch the chaining tests plan with (the store has no knob for it).
 SMALL = 99
-
-
-@dataclass
-class Traffic:
-    calls: Counter[str] = field(default_factory=Counter)
-    read_units: float = 0.0
-    write_units: float = 0.0
-
-
-READS = ("GetItem", "Query")
-WRITES = ("UpdateItem", "DeleteItem", "TransactWriteItems")
-
-
-@contextlib.contextmanager
-def traffic(client: Any) -> Iterator[Traffic]:
-    """Count ``client``'s calls by operation and sum the capacity they consume."""
-    seen = Traffic()
-
-    def on_call(model: Any, **_: Any) -> None:
-        seen.calls[model.name] += 1
-
-    def want_capacity(params: dict[str, Any], **_: Any) -> None:
-        params["ReturnConsumedCapacity"] = "TOTAL"
-
-    def on_result(parsed: dict[str, Any], model: Any, **_: Any) -> None:
-        consumed = parsed.get("ConsumedCapacity", {})
-        if isinstance(consumed, list):  # a transaction reports one entry per table
-            units = sum(float(c.get("CapacityUnits", 0)) for c in consumed)
-        else:
-            units = float(consumed.get("CapacityUnits", 0))
-        if model.name in READS:
-            seen.read_units += units
-        elif model.name in WRITES:
-            seen.write_units += units
-
-    hooks: list[tuple[str, Callable[..., None]]] = [("before-call.dynamodb", on_call)]
-    hooks += [(f"provide-client-params.dynamodb.{op}", want_capacity) for op in READS + WRITES]
-    hooks.append(("after-call.dynamodb", on_result))
-    for event, handler in hooks:
-        client.meta.events.register(event, handler)
-    try:
-        yield seen
-    finally:
-        for event, handler in hooks:
-            client.meta.events.unregister(event, handler)
 
 
 @pytest.fixture

@@ -130,6 +130,7 @@ from durable_semaphore.store.validate import (
     validate_holder,
     validate_key,
     validate_rate,
+    validate_table_name,
     validate_ttl,
 )
 
@@ -388,8 +389,7 @@ class DynamoDBRateStore:
         keep_seconds: float = DEFAULT_KEEP_SECONDS,
         max_bookings: int = DEFAULT_MAX_BOOKINGS,
     ) -> None:
-        if not isinstance(table_name, str) or not table_name:
-            raise InvalidArgumentError("table_name", table_name, "must be a non-empty string")
+        validate_table_name(table_name)
         self.keep_seconds = validate_ttl(keep_seconds, "keep_seconds")
         if (
             isinstance(max_bookings, bool)

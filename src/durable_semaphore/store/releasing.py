@@ -146,14 +146,16 @@ class Releasing(Reconciling):
         """The head needs more units than this release frees: free them past the queue (no
         newcomer can take them: ``nwait > 0`` still refuses fresh acquires), then serve the
         queue from what is free. A release of many units can admit several waiters."""
+        write = requests.release(key, replace(fence, past_waiters=True))
         try:
-            self.io.update(**requests.release(key, replace(fence, past_waiters=True)))
+            # The item as the release left it comes back with it: no second read.
+            out = self.io.update(**write, ReturnValues="ALL_NEW")
         except ConditionFailed as refused:
             mine = Meta.parse(refused.item).lease_of(holder)
             result = self._not_released(key, holder, mine, fence)
             return result if isinstance(result, ReleaseResult) else ReleaseResult(False)
         observability.lease_released(key, holder)
-        meta = self._read_meta(key)
+        meta = Meta.parse(out.get("Attributes"))
         grants = self._fill(key, meta.limit) if meta.limit and meta.nwait > 0 else []
         return ReleaseResult(fence.seen_expiry is None, tuple(grants))
 

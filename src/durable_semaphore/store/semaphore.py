@@ -3,7 +3,6 @@ leases and a FIFO queue with hand-off. Its layers live in the modules it inherit
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -35,14 +34,10 @@ from durable_semaphore.store.validate import (
     validate_key,
     validate_limit,
     validate_position,
+    validate_table_name,
     validate_token,
     validate_ttl,
     validate_weight,
-)
-
-#: DynamoDB's rule for table names, or a table ARN (which DynamoDB accepts as TableName too).
-_TABLE_NAME_RE = re.compile(
-    r"(?:arn:[a-z0-9-]+:dynamodb:[a-z0-9-]+:\d{12}:table/)?[A-Za-z0-9_.-]{3,255}"
 )
 
 if TYPE_CHECKING:
@@ -73,14 +68,7 @@ class DynamoDBSemaphore(Acquiring):
         clock: Callable[[], float] = time.time,
         clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
     ) -> None:
-        if not isinstance(table_name, str) or not _TABLE_NAME_RE.fullmatch(table_name):
-            # DynamoDB would refuse it at the first request, with a less helpful message.
-            raise InvalidArgumentError(
-                "table_name",
-                table_name,
-                "must be 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' and '.' "
-                "(DynamoDB's rule), or a table ARN",
-            )
+        validate_table_name(table_name)
         skew = validate_clock_skew(clock_skew_seconds)
         if client is None:
             # Our errors, not botocore's, for no region or a malformed endpoint URL.

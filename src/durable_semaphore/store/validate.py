@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.store.schema import HOLDER_PREFIX
@@ -174,3 +175,21 @@ def validate_weight(weight: object, limit: int | None = None) -> int:
             why += " (the limit: a heavier holder could never get in)"
         raise InvalidArgumentError("weight", weight, why)
     return weight
+
+
+#: DynamoDB's rule for table names, or a table ARN (which DynamoDB accepts as TableName too).
+_TABLE_NAME_RE = re.compile(
+    r"(?:arn:[a-z0-9-]+:dynamodb:[a-z0-9-]+:\d{12}:table/)?[A-Za-z0-9_.-]{3,255}"
+)
+
+
+def validate_table_name(table_name: object) -> str:
+    """DynamoDB would refuse a bad name at the first request, with a less helpful message."""
+    if not isinstance(table_name, str) or not _TABLE_NAME_RE.fullmatch(table_name):
+        raise InvalidArgumentError(
+            "table_name",
+            table_name,
+            "must be 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' and '.' "
+            "(DynamoDB's rule), or a table ARN",
+        )
+    return table_name
