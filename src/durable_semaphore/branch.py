@@ -14,12 +14,13 @@ before.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,16 +30,18 @@ from aws_durable_execution_sdk_python.exceptions import InvocationError, Orphane
 from durable_semaphore import _sdk_compat, observability
 from durable_semaphore.errors import DurableSemaphoreError
 from durable_semaphore.limiter import BRANCH_LEASE_TTL_SECONDS, DynamoDBLimiter
-from durable_semaphore.waiting import Held, gate
+from durable_semaphore.waiting import GateNames, Held, gate
 
 __all__ = [
     "HELD_KEYS",
     "RELEASE_OPERATION_NAME",
     "ReleaseQueue",
     "Scope",
+    "Slot",
     "is_terminal",
     "release_queue",
     "run_gated",
+    "slots_of",
     "sweep",
 ]
 
@@ -62,12 +65,13 @@ HELD_KEYS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
 
 @dataclass
 class Scope:
-    """Everything the branches of one gated map/parallel call share."""
+    """One limit of one gated map/parallel call (a call under several limits has one each)."""
 
     limiter: DynamoDBLimiter
     execution_arn: str
     operation_id: str
-    key: str
+    #: The limit's key for every branch, or each branch's own (a per-item limiter), by index.
+    keys: tuple[str, ...]
     limit: int
     held_outside: frozenset[str]
     #: The execution state the branches checkpoint to (their SUCCEED shows up here).
@@ -81,15 +85,49 @@ class Scope:
     #: Units each branch (by holder id) takes, when not 1.
     weights: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    def weight_of(self, holder: str) -> int:
-        return self.weights.get(holder, 1)
+    @property
+    def key(self) -> str:
+        """The key of a limit shared by all branches (what logs name for this scope)."""
+        return self.keys[0] if len(set(self.keys)) == 1 else self.limiter.label
+
+    def key_of(self, index: int) -> str:
+        return self.keys[index] if len(self.keys) > 1 else self.keys[0]
 
     @property
     def holder_prefix(self) -> str:
         return self.limiter.holder_prefix(self.execution_arn, self.operation_id)
 
+
+@dataclass
+class Slot:
+    """One branch's slot under one limit: what a gate waits for and a release frees."""
+
+    scope: Scope
+    key: str
+    #: This gate's operation names (the branch's n-th limit in the canonical order).
+    names: GateNames = dataclasses.field(default_factory=GateNames)
+
+    @property
+    def limiter(self) -> DynamoDBLimiter:
+        return self.scope.limiter
+
+    @property
+    def execution_arn(self) -> str:
+        return self.scope.execution_arn
+
+    @property
+    def limit(self) -> int:
+        return self.scope.limit
+
+    @property
+    def closed(self) -> threading.Event:
+        return self.scope.closed
+
+    def weight_of(self, holder: str) -> int:
+        return self.scope.weights.get(holder, 1)
+
     def stored_key(self, holder: str) -> str:
-        """The key ``holder``'s lease is stored under (its shard of this scope's key): what
+        """The key ``holder``'s lease is stored under (its shard of this slot's key): what
         grants carry, so what in-process wake-ups are addressed by."""
         return self.limiter.place(self.key, holder, self.limit)[0]
 
@@ -109,6 +147,29 @@ class Scope:
         release_queue.drain(self.execution_arn, self.key)
 
 
+def slots_of(scopes: Sequence[Scope], index: int) -> list[Slot]:
+    """Branch ``index``'s slots in the order it takes them: by limit, then key.
+
+    Why one order for everybody: a branch holds the slots it took while it waits for the
+    next, so two branches taking two keys in opposite orders could each hold what the other
+    waits for, forever. Taken in one global order (a function of the key and its limit, which
+    every user of a key agrees on) no such cycle can form. Narrow limits first, because a
+    branch waits while holding what it took: waiting for its tenant's slot while holding one
+    of the shared total would keep that slot from other tenants' branches.
+    """
+    pairs = sorted(
+        (((scope.limit, scope.key_of(index)), scope) for scope in scopes), key=lambda p: p[0]
+    )
+    if not _CANONICAL_ORDER:  # pragma: no cover - the deadlock test's control only
+        pairs = [((s.limit, s.key_of(index)), s) for s in scopes]
+    return [Slot(scope, key, GateNames.of(rank)) for rank, ((_, key), scope) in enumerate(pairs)]
+
+
+#: Take a branch's slots in the canonical order (False only in the test that shows the
+#: deadlock the order prevents).
+_CANONICAL_ORDER = True
+
+
 def is_terminal(exc: BaseException) -> bool:
     """Whether an exception leaving a branch body (or a map) ends it for good.
 
@@ -126,68 +187,100 @@ def is_terminal(exc: BaseException) -> bool:
 
 
 def run_gated(
-    scope: Scope,
+    scopes: Sequence[Scope],
     ctx: DurableContext,
     index: int,
     body: Callable[[], R],
     item: object = None,
 ) -> R:
-    """Gate, run ``body`` while holding the slot, release once the branch is terminal.
-    ``item`` (a map's; a parallel's branch index) decides the branch's weight."""
-    expected = _sdk_compat.branch_operation_id(scope.operation_id, index)
+    """Gate (each limit in turn), run ``body`` while holding every slot, release them all
+    once the branch is terminal. ``item`` (a map's; a parallel's branch index) decides the
+    branch's keys and weights."""
+    first = scopes[0]
+    expected = _sdk_compat.branch_operation_id(first.operation_id, index)
     actual = _sdk_compat.branch_context_id(ctx)
     if actual != expected:
         raise DurableSemaphoreError(
             f"branch {index} has operation id {actual!r}, expected {expected!r} for map/"
-            f"parallel {scope.operation_id!r}; was the same context used from several threads "
+            f"parallel {first.operation_id!r}; was the same context used from several threads "
             "at once? The limiter cannot tell which map this branch belongs to"
         )
     # The index (public: the SDK passes it to map functions) identifies the branch within its
     # map as well as its operation id does, and reads better in `durable-semaphore status`.
-    holder = scope.limiter.holder_id(scope.execution_arn, scope.operation_id, str(index))
-    weight = scope.limiter.weight_of(index if item is None else item, scope.limit)
-    if weight != 1:
-        scope.weights[holder] = weight
-    signals = scope.limiter.signals
-    arn = scope.execution_arn
-    with signals.active(arn):
-        held = gate(scope, ctx, holder)
+    holder = first.limiter.holder_id(first.execution_arn, first.operation_id, str(index))
+    for scope in scopes:
+        weight = scope.limiter.weight_of(index if item is None else item, scope.limit)
+        if weight != 1:
+            scope.weights[holder] = weight
+    slots = slots_of(scopes, index)
+    held = _gate_all(slots, ctx, holder)
     if held is None:
         return None  # type: ignore[return-value]  # the map returned without this branch
-    if held.replayed:
-        _renew_on_replay(scope, holder, held)
-    keys = HELD_KEYS.set(scope.held_outside | {scope.key})
+    signals = first.limiter.signals
+    arn = first.execution_arn
+    keys = HELD_KEYS.set(first.held_outside | {slot.key for slot in slots})
     try:
-        with signals.active(arn), signals.running(arn, scope.stored_key(holder)):
+        with contextlib.ExitStack() as running:
+            running.enter_context(signals.active(arn))
+            for slot in slots:
+                running.enter_context(signals.running(arn, slot.stored_key(holder)))
             result = body()
     except BaseException as exc:
         if is_terminal(exc):
-            _finish(
-                scope, ctx, holder, expected, held, orphaned=isinstance(exc, OrphanedChildException)
-            )
+            _finish(ctx, holder, expected, held, orphaned=isinstance(exc, OrphanedChildException))
         raise
     finally:
         HELD_KEYS.reset(keys)
-    _finish(scope, ctx, holder, expected, held, orphaned=False)
+    _finish(ctx, holder, expected, held, orphaned=False)
     return result
 
 
+def _gate_all(
+    slots: list[Slot], ctx: DurableContext, holder: str
+) -> list[tuple[Slot, Held]] | None:
+    """Pass each slot's gate in order (holding the ones passed while waiting for the next);
+    None when the map returned meanwhile. A gate that ends the branch (orphaned, or a store
+    error that is not transient) gives back the slots already taken."""
+    held: list[tuple[Slot, Held]] = []
+    signals = slots[0].limiter.signals
+    try:
+        for slot in slots:
+            with signals.active(slot.execution_arn):
+                one = gate(slot, ctx, holder)
+            if one is None:
+                _give_back(held, holder)
+                return None
+            if one.replayed:
+                _renew_on_replay(slot, holder, one)
+            held.append((slot, one))
+    except BaseException as exc:
+        if is_terminal(exc):
+            _give_back(held, holder)
+        raise
+    return held
+
+
+def _give_back(held: list[tuple[Slot, Held]], holder: str) -> None:
+    for slot, one in reversed(held):
+        slot.release_now(holder, waited=one.waited, token=one.token)
+
+
 def _finish(
-    scope: Scope,
     ctx: DurableContext,
     holder: str,
     branch_operation_id: str,
-    held: Held,
+    held: list[tuple[Slot, Held]],
     *,
     orphaned: bool,
 ) -> None:
-    """Release a terminal branch's slot once its invocation is proven live."""
+    """Release a terminal branch's slots once its invocation is proven live."""
     if orphaned:
         # Its map already returned, so no checkpoint of this branch will be accepted; nothing
         # can supersede a release that no replay will repeat either.
-        scope.release_now(holder, waited=held.waited, token=held.token, report_lost=True)
+        for slot, one in reversed(held):
+            slot.release_now(holder, waited=one.waited, token=one.token, report_lost=True)
         return
-    if scope.flat:
+    if held[0][0].scope.flat:
         ran_here = False
 
         def checkpoint(_step_ctx: object) -> None:
@@ -195,14 +288,16 @@ def _finish(
             ran_here = True
 
         ctx.step(checkpoint, name=RELEASE_OPERATION_NAME)
-        scope.release_now(holder, waited=held.waited, token=held.token, report_lost=ran_here)
+        for slot, one in reversed(held):
+            slot.release_now(holder, waited=one.waited, token=one.token, report_lost=ran_here)
         return
-    release_queue.add(
-        _Pending(scope, holder, held.token, held.waited, branch_operation_id, time.monotonic())
-    )
+    for slot, one in reversed(held):
+        release_queue.add(
+            _Pending(slot, holder, one.token, one.waited, branch_operation_id, time.monotonic())
+        )
 
 
-def _renew_on_replay(scope: Scope, holder: str, held: Held) -> None:
+def _renew_on_replay(scope: Slot, holder: str, held: Held) -> None:
     """A replayed branch extends a short lease. The default lease outlives any execution (a
     year), so only a limiter with a custom ``ttl_seconds`` pays this request on replays.
     Renew never takes a new slot, so a lease lost meanwhile is reported, not re-taken."""
@@ -217,7 +312,7 @@ def _renew_on_replay(scope: Scope, holder: str, held: Held) -> None:
 
 
 def _release_quietly(
-    scope: Scope,
+    scope: Slot,
     holder: str,
     *,
     waited: bool,
@@ -243,12 +338,12 @@ def _release_quietly(
             "durable-semaphore: release of %s on %s failed", holder, scope.key, exc_info=True
         )
         return
-    scope.released_here = True
+    scope.scope.released_here = True
     if report_lost and token is not None and not result.released and not result.left_queue:
         _lease_lost(scope, holder, "at release")
 
 
-def _lease_lost(scope: Scope, holder: str, when: str) -> None:
+def _lease_lost(scope: Slot, holder: str, when: str) -> None:
     """The branch ran (part of) its body without its slot: swept, reaped, expired, or released
     by an operator or an overlapping invocation. Nothing to undo, but it must be visible."""
     logger.warning(
@@ -266,7 +361,7 @@ def _lease_lost(scope: Scope, holder: str, when: str) -> None:
 
 @dataclass(eq=False)
 class _Pending:
-    scope: Scope
+    slot: Slot
     holder: str
     token: str | None
     waited: bool
@@ -292,7 +387,7 @@ class ReleaseQueue:
         self._thread: threading.Thread | None = None
 
     def add(self, pending: _Pending) -> None:
-        pending.scope.limiter.signals.enter(pending.scope.execution_arn)
+        pending.slot.limiter.signals.enter(pending.slot.execution_arn)
         with self._lock:
             self._pending.append(pending)
             if self._thread is None or not self._thread.is_alive():
@@ -305,20 +400,20 @@ class ReleaseQueue:
     def drain(self, execution_arn: str, key: str) -> None:
         """Run this execution's ready releases of ``key`` now (and wait for running ones)."""
         self._settle(
-            lambda p: p.scope.execution_arn == execution_arn and p.scope.key == key,
+            lambda p: p.slot.execution_arn == execution_arn and p.slot.key == key,
             drop_unready=False,
         )
 
     def settle(self, scope: Scope) -> None:
         """At the end of a map (returned or suspended): run its ready releases, drop the rest."""
-        self._settle(lambda p: p.scope is scope, drop_unready=True)
+        self._settle(lambda p: p.slot.scope is scope, drop_unready=True)
 
     def _settle(self, match: Callable[[_Pending], bool], *, drop_unready: bool) -> None:
         with self._lock:
             mine = [p for p in self._pending if match(p)]
             running = [p for p in self._running if match(p)]
         for pending in mine:
-            ready = _sdk_compat.operation_terminal(pending.scope.state, pending.operation_id)
+            ready = _sdk_compat.operation_terminal(pending.slot.scope.state, pending.operation_id)
             if (ready or drop_unready) and self._take(pending):
                 self._run(pending, release=ready)
         for pending in running:
@@ -333,7 +428,7 @@ class ReleaseQueue:
             return True
 
     def _run(self, pending: _Pending, *, release: bool) -> None:
-        scope = pending.scope
+        scope = pending.slot
         logger.debug("durable-semaphore: release of %s (ready=%s)", pending.holder, release)
         try:
             if release:
@@ -361,7 +456,9 @@ class ReleaseQueue:
                 snapshot = list(self._pending)
             now = time.monotonic()
             for pending in snapshot:
-                ready = _sdk_compat.operation_terminal(pending.scope.state, pending.operation_id)
+                ready = _sdk_compat.operation_terminal(
+                    pending.slot.scope.state, pending.operation_id
+                )
                 stale = now - pending.added > _RELEASE_PATIENCE_SECONDS
                 if (ready or stale) and self._take(pending):
                     try:
@@ -381,8 +478,9 @@ release_queue = ReleaseQueue()
 
 
 def sweep(scope: Scope) -> None:
-    """Free every lease and queue entry this map/parallel's branches still have (branches
-    abandoned by early completion). Each one is attempted; failures are counted and logged.
+    """Free every lease and queue entry this map/parallel's branches still have under this
+    limit (branches abandoned by early completion), on each key its branches use. Each one is
+    attempted; failures are counted and logged.
 
     Queue entries go first: a slot released by this sweep must go to another map's waiter,
     never to a branch of this map, which will not run again to use (or release) it. A second
@@ -390,14 +488,17 @@ def sweep(scope: Scope) -> None:
     """
     scope.closed.set()
     release_queue.settle(scope)
+    for key in dict.fromkeys(scope.keys):
+        _sweep_key(scope, key)
+
+
+def _sweep_key(scope: Scope, key: str) -> None:
     failed = attempted = 0
     for _ in range(2):
         try:
-            entries = scope.limiter.entries(
-                scope.key, prefix=scope.holder_prefix, limit=scope.limit
-            )
+            entries = scope.limiter.entries(key, prefix=scope.holder_prefix, limit=scope.limit)
         except Exception:
-            logger.warning("durable-semaphore: sweep of %s failed", scope.key, exc_info=True)
+            logger.warning("durable-semaphore: sweep of %s failed", key, exc_info=True)
             return
         if not entries:
             break
@@ -415,20 +516,17 @@ def sweep(scope: Scope) -> None:
                 logger.warning(
                     "durable-semaphore: sweep could not release %s on %s",
                     entry.holder,
-                    scope.key,
+                    key,
                     exc_info=True,
                 )
     if failed:
         logger.warning(
-            "durable-semaphore: sweep of %s failed for %d of %d entries",
-            scope.key,
-            failed,
-            attempted,
+            "durable-semaphore: sweep of %s failed for %d of %d entries", key, failed, attempted
         )
     elif not scope.limiter.is_named and scope.released_here:
         # The map's own key is done with: drop its counter, so finished maps leave nothing
         # behind (one conditional request per map that ran here, none on later replays).
         try:
-            scope.limiter.forget_if_idle(scope.key, limit=scope.limit)
+            scope.limiter.forget_if_idle(key, limit=scope.limit)
         except Exception:
-            logger.warning("durable-semaphore: could not drop %s", scope.key, exc_info=True)
+            logger.warning("durable-semaphore: could not drop %s", key, exc_info=True)

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from botocore.exceptions import (
     ClientError,
@@ -71,7 +71,7 @@ class HoldLimiter(Protocol):
     dependency runs one way, limiter -> hold.
     """
 
-    name: str | None
+    name: str | Callable[[Any], str] | None
     limit: int | None
     jitter: bool
     signals: LocalSignals
@@ -232,12 +232,13 @@ class Hold:
         on_lost: Callable[[Hold], None] | None = None,
         weight: int = 1,
     ) -> None:
-        if limiter.name is None or limiter.limit is None:
+        if not isinstance(limiter.name, str) or limiter.limit is None:
             raise InvalidArgumentError(
                 "name",
                 limiter.name,
                 "hold() needs a named limiter with a limit (DynamoDBLimiter(name, limit)); a "
-                "per-operation limiter belongs to one map or parallel",
+                "per-operation limiter belongs to one map or parallel, and a per-item one "
+                "names its key per item (use DynamoDBLimiter(that_key, limit) here)",
             )
         _seconds("timeout", timeout, allow_zero=True, none_means="wait forever")
         ttl = validate_ttl(ttl_seconds)

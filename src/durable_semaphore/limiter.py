@@ -81,22 +81,16 @@ def _check_positive(name: str, value: float, *, minimum: float = 0.0, strict: bo
         raise InvalidArgumentError(name, value, f"must be a number {relation} {minimum}")
 
 
-def _check_scope(name: str | None, limit: int | None) -> None:
-    """A name is a key as written (the store's key rule); a named limiter needs its limit."""
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise InvalidArgumentError("name", name, "must be a non-empty string or None")
-    if name is not None and name != name.strip():
-        # The name is the key as written; "x" and " x " would be two different limits.
-        raise InvalidArgumentError(
-            "name", name, "must not start or end with whitespace (it is the key as written)"
-        )
-    if name is not None:
-        # The store's key rule (2,048 UTF-8 bytes, no lone surrogate), checked here so a
-        # bad name fails at construction rather than at the first branch that uses it.
-        try:
-            validate_key(name)
-        except InvalidArgumentError as exc:
-            raise InvalidArgumentError("name", name, exc.reason) from None
+def _check_scope(name: object, limit: int | None) -> None:
+    """A name is a key as written (the store's key rule), or a function of the item that
+    returns one; a named or per-item limiter needs its limit."""
+    if callable(name):
+        if limit is None:
+            raise InvalidArgumentError(
+                "limit", limit, "a per-item limiter (name is a function) needs an explicit limit"
+            )
+    elif name is not None:
+        _check_name("name", name)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
         raise InvalidArgumentError("limit", limit, "must be an int >= 1 or None")
     if limit is not None and not 1 <= limit <= MAX_LIMIT:
@@ -105,6 +99,26 @@ def _check_scope(name: str | None, limit: int | None) -> None:
         raise InvalidArgumentError(
             "limit", limit, f"a named limiter ({name!r}) needs an explicit limit shared by all"
         )
+
+
+def _check_name(field: str, name: object, context: str = "") -> str:
+    """``name`` as a key: a non-empty string as written, within the store's key rule."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgumentError(field, name, "must be a non-empty string" + context)
+    if name != name.strip():
+        # The name is the key as written; "x" and " x " would be two different limits.
+        raise InvalidArgumentError(
+            field,
+            name,
+            "must not start or end with whitespace (it is the key as written)" + context,
+        )
+    # The store's key rule (2,048 UTF-8 bytes, no lone surrogate), checked here so a bad
+    # name fails at construction (a per-item key: before the map records anything).
+    try:
+        validate_key(name)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(field, name, exc.reason + context) from None
+    return name
 
 
 def _check_shards(shards: object, limit: int | None) -> None:
@@ -151,6 +165,10 @@ class DynamoDBLimiter(StoreAccess):
 
     * ``name`` given: one limit shared by every execution that uses the same name (the key is the
       name). ``limit`` is then required, because every user of the key must agree on it.
+    * ``name`` a function of the map's item (a parallel's branch index) returning a key, e.g.
+      ``lambda item: f"tenant:{item['tenant']}"``: one limit per key, each shared across
+      executions like a named one (at most ``limit`` branches per tenant). The key is computed
+      before the branch records anything and checked like a name.
     * ``name`` omitted: the limit is scoped to one map or parallel operation of one execution
       (the same scope as ``limiter="dynamodb"``), and ``limit`` defaults to ``max_concurrency``.
       Use this form to change the table, client or backoff of the per-operation scope. It is
@@ -164,7 +182,7 @@ class DynamoDBLimiter(StoreAccess):
 
     def __init__(
         self,
-        name: str | None = None,
+        name: str | Callable[[Any], str] | None = None,
         limit: int | None = None,
         *,
         table_name: str | None = None,
@@ -258,7 +276,7 @@ class DynamoDBLimiter(StoreAccess):
         return [stored for stored, _ in all_shards(key, limit, self.shards_for(limit))]
 
     def _logical_limit(self, key: str, limit: int | None) -> int | None:
-        if limit is None and self.name is not None and key == self.name:
+        if limit is None and isinstance(self.name, str) and key == self.name:
             return self.limit
         return limit
 
@@ -481,8 +499,32 @@ class DynamoDBLimiter(StoreAccess):
 
     @property
     def is_named(self) -> bool:
-        """True when the limit is shared across executions under ``name``."""
+        """True when the limit is shared across executions under ``name`` (or the keys that
+        ``name`` returns, for a per-item limiter)."""
         return self.name is not None
+
+    @property
+    def per_item(self) -> bool:
+        """True when ``name`` is a function of the item: each branch computes its own key."""
+        return callable(self.name)
+
+    @property
+    def label(self) -> str:
+        """What metrics and logs call this limiter: its name, or for a per-item limiter the
+        function's name (its keys are unbounded, so they are never a metric dimension)."""
+        if self.name is None:
+            return "per-operation"
+        if isinstance(self.name, str):
+            return self.name
+        return str(getattr(self.name, "__qualname__", None) or repr(self.name))
+
+    def key_for(self, item: Any, execution_arn: str, operation_id: str) -> str:
+        """The key a branch of ``item`` (a parallel's branch index) leases: the per-item key,
+        checked like a name (our error naming the item), or :meth:`scope_key`."""
+        if not callable(self.name):
+            return self.scope_key(execution_arn, operation_id)
+        key = self.name(item)
+        return _check_name("name", key, f" (the key name({item!r}) returned)")
 
     def resolve_limit(self, max_concurrency: int | None) -> int:
         """The lease limit: the explicit ``limit``, else the operation's ``max_concurrency``."""
@@ -503,8 +545,10 @@ class DynamoDBLimiter(StoreAccess):
         Operation ids repeat across executions of the same function, so the per-operation scope
         needs the execution ARN to keep executions apart.
         """
-        if self.name is not None:
+        if isinstance(self.name, str):
             return self.name
+        if self.name is not None:
+            raise TypeError("a per-item limiter has one key per item: use key_for(item, ...)")
         return f"{execution_arn}{_SEPARATOR}{operation_id}"
 
     @staticmethod

@@ -43,13 +43,14 @@ from durable_semaphore.branch import (
     sweep,
 )
 from durable_semaphore.errors import (
+    InvalidArgumentError,
     NestedLimiterError,
     UnsupportedSDKVersionError,
 )
 from durable_semaphore.pacing import Pace, run_paced
 from durable_semaphore.spec import (
     LimiterSpec,
-    resolve_limiter,
+    resolve_limiters,
     resolve_rate_limiter,
     validate_limiter_spec,
 )
@@ -169,26 +170,57 @@ def _is_flat(config: object) -> bool:
     return str(getattr(nesting, "name", nesting)).upper() == "FLAT"
 
 
-def _open_scope(ctx: DurableContext, config: MapConfig[Any] | ParallelConfig) -> Scope | None:
-    limiter = resolve_limiter(config.limiter)
-    if limiter is None:
-        return None
+def _open_scopes(
+    ctx: DurableContext, config: MapConfig[Any] | ParallelConfig, sources: Sequence[Any]
+) -> list[Scope]:
+    """One scope per concurrency limit of the call (none: not gated). ``sources`` are what
+    per-item keys are computed from: the map's items, or a parallel's branch indexes. Every
+    key is computed and checked here, before any branch records anything, so a bad one is our
+    error from the map call itself and nothing is written."""
+    limiters = resolve_limiters(config.limiter)
+    if not limiters:
+        return []
     arn = _execution_arn(ctx)
     operation_id = _sdk_compat.next_operation_id(ctx)
-    key = limiter.scope_key(arn, operation_id)
     held = HELD_KEYS.get()
-    if key in held:
-        raise NestedLimiterError(key)
-    return Scope(
-        limiter=limiter,
-        execution_arn=arn,
-        operation_id=operation_id,
-        key=key,
-        limit=limiter.resolve_limit(config.max_concurrency),
-        held_outside=held,
-        state=ctx.state,
-        flat=_is_flat(config),
-    )
+    scopes = []
+    for limiter in limiters:
+        if limiter.per_item:
+            keys = tuple(limiter.key_for(source, arn, operation_id) for source in sources)
+        else:
+            keys = (limiter.scope_key(arn, operation_id),)
+        for key in set(keys) & held:
+            raise NestedLimiterError(key)
+        scopes.append(
+            Scope(
+                limiter=limiter,
+                execution_arn=arn,
+                operation_id=operation_id,
+                keys=keys,
+                limit=limiter.resolve_limit(config.max_concurrency),
+                held_outside=held,
+                state=ctx.state,
+                flat=_is_flat(config),
+            )
+        )
+    _refuse_shared_keys(scopes, len(sources))
+    return scopes
+
+
+def _refuse_shared_keys(scopes: list[Scope], branches: int) -> None:
+    """Two limits of one branch on the same key would count it once against both."""
+    if len(scopes) < 2:
+        return
+    for index in range(branches):
+        keys = [scope.key_of(index) for scope in scopes]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise InvalidArgumentError(
+                    "limiter",
+                    [scope.limiter for scope in scopes],
+                    f"two of its limits give branch {index} the same key {key!r}; each limit "
+                    "of a branch needs its own key",
+                )
 
 
 def _open_pace(ctx: DurableContext, config: MapConfig[Any] | ParallelConfig) -> Pace | None:
@@ -203,7 +235,7 @@ def _open_pace(ctx: DurableContext, config: MapConfig[Any] | ParallelConfig) -> 
 _MAX_REDRIVES = 20
 
 
-def _call_and_sweep(ctx: DurableContext, scope: Scope, call: Callable[[], R]) -> R:
+def _call_and_sweep(ctx: DurableContext, scopes: list[Scope], call: Callable[[], R]) -> R:
     """Run the map; sweep when it is done.
 
     When it suspends although this invocation already saw an operation of a suspended branch
@@ -211,15 +243,18 @@ def _call_and_sweep(ctx: DurableContext, scope: Scope, call: Callable[[], R]) ->
     result), drive it again: the service would not invoke the execution for a completion this
     invocation has seen, and the branch would sit with its slot until something else did.
     """
+    scope = scopes[0]  # every limit of the call shares its operation id and state
     for attempt in range(_MAX_REDRIVES + 1):
         before = _sdk_compat.subtree_terminal(scope.state, scope.operation_id)
         try:
             result = call()
         except BaseException as exc:
             if is_terminal(exc):
-                sweep(scope)
+                for each in scopes:
+                    sweep(each)
                 raise
-            release_queue.settle(scope)
+            for each in scopes:
+                release_queue.settle(each)
             unseen = _sdk_compat.progress_since(scope.state, scope.operation_id, before)
             if not unseen:
                 raise
@@ -238,7 +273,8 @@ def _call_and_sweep(ctx: DurableContext, scope: Scope, call: Callable[[], R]) ->
                 scope.key,
             )
             continue
-        sweep(scope)
+        for each in scopes:
+            sweep(each)
         return result
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -269,12 +305,12 @@ def _wrap_map(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)  # untouched: identical history
         func = bound.arguments["func"]
         pace = _open_pace(self, config)
-        scope = _open_scope(self, config)
+        scopes = _open_scopes(self, config, list(bound.arguments["inputs"]))
 
         def paced(child: DurableContext, index: int, body: Callable[[], Any]) -> Any:
             return body() if pace is None else run_paced(pace, child, index, body)
 
-        if scope is None:
+        if not scopes:
 
             def paced_item(
                 child: DurableContext, item: Any, index: int, items: Sequence[Any]
@@ -287,11 +323,11 @@ def _wrap_map(original: Callable[..., Any]) -> Callable[..., Any]:
         def gated_item(child: DurableContext, item: Any, index: int, items: Sequence[Any]) -> Any:
             # The slot first, then the start: a branch books its start only once it may run.
             body = lambda: paced(child, index, lambda: func(child, item, index, items))  # noqa: E731
-            return run_gated(scope, child, index, body, item)
+            return run_gated(scopes, child, index, body, item)
 
         # The SDK names an unnamed map after an attribute of its function; keep them all.
         bound.arguments["func"] = _sdk_compat.carry_attributes(gated_item, func)
-        return _call_and_sweep(self, scope, lambda: original(*bound.args, **bound.kwargs))
+        return _call_and_sweep(self, scopes, lambda: original(*bound.args, **bound.kwargs))
 
     setattr(map_hook, _HOOK_SENTINEL, True)
     return map_hook
@@ -327,22 +363,22 @@ def _wrap_parallel(original: Callable[..., Any]) -> Callable[..., Any]:
         config = bound.arguments.get("config")
         if not isinstance(config, ParallelConfig) or config.limiter is None:
             return original(self, *args, **kwargs)
-        functions = bound.arguments["functions"]
+        functions = list(bound.arguments["functions"])
         pace = _open_pace(self, config)
-        scope = _open_scope(self, config)
+        scopes = _open_scopes(self, config, range(len(functions)))
 
         def run(child: DurableContext, index: int, body: Callable[[], Any]) -> Any:
             inner = body if pace is None else lambda: run_paced(pace, child, index, body)
-            if scope is None:
+            if not scopes:
                 return inner()
-            return run_gated(scope, child, index, inner)
+            return run_gated(scopes, child, index, inner)
 
         bound.arguments["functions"] = [
             _gate_branch(run, i, branch) for i, branch in enumerate(functions)
         ]
-        if scope is None:
+        if not scopes:
             return original(*bound.args, **bound.kwargs)
-        return _call_and_sweep(self, scope, lambda: original(*bound.args, **bound.kwargs))
+        return _call_and_sweep(self, scopes, lambda: original(*bound.args, **bound.kwargs))
 
     setattr(parallel_hook, _HOOK_SENTINEL, True)
     return parallel_hook

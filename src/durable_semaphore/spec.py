@@ -3,8 +3,10 @@ config is built, and what each value means when the map runs.
 
 ``None`` (the SDK's behaviour), ``"dynamodb"`` (a lease per branch, limit ``max_concurrency``,
 per map of each execution), a :class:`~durable_semaphore.limiter.DynamoDBLimiter` (a limit on
-branches in flight, often shared across executions) or a
-:class:`~durable_semaphore.rate_limiter.DynamoDBRateLimiter` (a limit on starts per second).
+branches in flight, often shared across executions, or one per key of the item), a
+:class:`~durable_semaphore.rate_limiter.DynamoDBRateLimiter` (a limit on starts per second), or a
+list of several concurrency limits (a branch runs only while it holds a slot of each) and at
+most one rate.
 """
 
 from __future__ import annotations
@@ -21,19 +23,21 @@ __all__ = [
     "LimiterSpec",
     "default_limiter",
     "resolve_limiter",
+    "resolve_limiters",
     "resolve_rate_limiter",
     "validate_limiter_spec",
 ]
 
 _ACCEPTED = (
-    "must be None, 'dynamodb', a DynamoDBLimiter, a DynamoDBRateLimiter, or a list of one "
-    "concurrency limit ('dynamodb' or a DynamoDBLimiter) and one DynamoDBRateLimiter"
+    "must be None, 'dynamodb', a DynamoDBLimiter, a DynamoDBRateLimiter, or a list of "
+    "concurrency limits ('dynamodb' at most once, DynamoDBLimiters of distinct names) and at "
+    "most one DynamoDBRateLimiter"
 )
 
 #: One limit of ``MapConfig.limiter`` / ``ParallelConfig.limiter``.
 OneLimit = Literal["dynamodb"] | DynamoDBLimiter | DynamoDBRateLimiter
-#: The value of ``MapConfig.limiter`` / ``ParallelConfig.limiter``: one limit, or a list of a
-#: concurrency limit and a rate (a branch holds its slot, then books its start).
+#: The value of ``MapConfig.limiter`` / ``ParallelConfig.limiter``: one limit, or a list of
+#: concurrency limits and at most one rate (a branch holds its slots, then books its start).
 LimiterSpec = OneLimit | list[OneLimit] | tuple[OneLimit, ...] | None
 
 _default_limiters: dict[str, DynamoDBLimiter] = {}
@@ -65,13 +69,31 @@ def validate_limiter_spec(limiter: object, max_concurrency: int | None) -> None:
     """Reject a bad ``limiter=`` value when the config is built, naming the value."""
     if isinstance(limiter, list | tuple):
         rates = [part for part in limiter if isinstance(part, DynamoDBRateLimiter)]
-        slots = [part for part in limiter if not isinstance(part, DynamoDBRateLimiter)]
-        if not limiter or len(rates) > 1 or len(slots) > 1:
+        if not limiter or len(rates) > 1 or _repeated_scope(limiter):
             raise InvalidArgumentError("limiter", limiter, _ACCEPTED)
         for part in limiter:
             _validate_one(part, max_concurrency)
         return
     _validate_one(limiter, max_concurrency)
+
+
+def _repeated_scope(parts: list[object] | tuple[object, ...]) -> bool:
+    """Whether two concurrency limits of one list would lease the same key: a branch would
+    count once against what should be two limits (the same holder takes the same lease)."""
+    seen: set[object] = set()
+    for part in parts:
+        if part is None or isinstance(part, DynamoDBRateLimiter):
+            continue
+        if part == "dynamodb" or (isinstance(part, DynamoDBLimiter) and part.name is None):
+            scope: object = ("per-operation",)
+        elif isinstance(part, DynamoDBLimiter):
+            scope = part.name if isinstance(part.name, str) else id(part)
+        else:
+            continue  # _validate_one names the bad part
+        if scope in seen:
+            return True
+        seen.add(scope)
+    return False
 
 
 def _validate_one(limiter: object, max_concurrency: int | None) -> None:
@@ -109,18 +131,26 @@ def _validate_one(limiter: object, max_concurrency: int | None) -> None:
     raise InvalidArgumentError("limiter", limiter, _ACCEPTED)
 
 
-def resolve_limiter(limiter: object) -> DynamoDBLimiter | None:
-    """Map a validated ``limiter=`` value to a :class:`DynamoDBLimiter` (None, and a rate
-    limiter, which :func:`resolve_rate_limiter` takes, give None)."""
+def resolve_limiters(limiter: object) -> list[DynamoDBLimiter]:
+    """The concurrency limits of a validated ``limiter=`` value, in the order given (a rate
+    limiter, which :func:`resolve_rate_limiter` takes, is left out)."""
+    found: list[DynamoDBLimiter] = []
     for part in _parts(limiter):
         if part is None or isinstance(part, DynamoDBRateLimiter):
             continue
         if part == "dynamodb":
-            return default_limiter()
-        if isinstance(part, DynamoDBLimiter):
-            return part
-        raise InvalidArgumentError("limiter", limiter, _ACCEPTED)
-    return None
+            found.append(default_limiter())
+        elif isinstance(part, DynamoDBLimiter):
+            found.append(part)
+        else:
+            raise InvalidArgumentError("limiter", limiter, _ACCEPTED)
+    return found
+
+
+def resolve_limiter(limiter: object) -> DynamoDBLimiter | None:
+    """The first concurrency limit of a validated ``limiter=`` value, or None."""
+    found = resolve_limiters(limiter)
+    return found[0] if found else None
 
 
 def resolve_rate_limiter(limiter: object) -> DynamoDBRateLimiter | None:

@@ -60,9 +60,11 @@ __all__ = [
     "REFRESH_INTERVAL_SECONDS",
     "RETRY_OPERATION_NAME",
     "WAIT_OPERATION_NAME",
+    "GateNames",
     "Held",
     "Scope",
     "gate",
+    "is_gate_operation",
     "replay_token",
 ]
 
@@ -77,6 +79,47 @@ WAIT_OPERATION_NAME = "durable-semaphore-wait"
 POLL_OPERATION_NAME = "durable-semaphore-poll"
 #: A durable pause after the store failed transiently, before the next decision.
 RETRY_OPERATION_NAME = "durable-semaphore-retry"
+
+
+@dataclass(frozen=True, slots=True)
+class GateNames:
+    """The names a gate records its operations under.
+
+    A branch under several limits passes one gate per limit, one after another, at the same
+    history positions; a replayed gate must tell its own operations from the next gate's (which
+    mean "this one held its slot", like the body's). So the first gate keeps the plain names
+    (histories of a single limit are unchanged) and gate ``i`` of a branch adds ``:i``.
+    """
+
+    acquire: str = ACQUIRE_OPERATION_NAME
+    wait: str = WAIT_OPERATION_NAME
+    poll: str = POLL_OPERATION_NAME
+    retry: str = RETRY_OPERATION_NAME
+
+    @classmethod
+    def of(cls, index: int) -> GateNames:
+        """The names of a branch's gate number ``index`` (0-based, in the canonical order)."""
+        if index == 0:
+            return cls()
+        return cls(*(f"{name}:{index}" for name in _BASE_NAMES))
+
+    @property
+    def ours(self) -> frozenset[str]:
+        return frozenset({self.acquire, self.wait, self.poll, self.retry})
+
+
+_BASE_NAMES = (
+    ACQUIRE_OPERATION_NAME,
+    WAIT_OPERATION_NAME,
+    POLL_OPERATION_NAME,
+    RETRY_OPERATION_NAME,
+)
+
+
+def is_gate_operation(name: str | None, base: str) -> bool:
+    """Whether ``name`` is gate operation ``base`` of any gate (``base`` or ``base:<i>``)."""
+    return name is not None and (name == base or name.startswith(base + ":"))
+
 
 #: How often a waiter whose invocation is alive asks for the execution's operations, at first.
 #: Waiters of one execution share the request (the SDK batches refreshes due at one instant).
@@ -101,14 +144,24 @@ class Held:
 
 
 class Scope(Protocol):
-    """What the gate needs of its map or parallel (``branch.Scope`` is the one in use)."""
+    """What the gate needs of one limit of its branch (``branch.Slot`` is the one in use)."""
 
-    limiter: DynamoDBLimiter
-    execution_arn: str
     key: str
-    limit: int
-    #: Set once the map has returned: a branch still deciding gives its slot straight back.
-    closed: threading.Event
+    #: What this gate's operations are called (one set per limit of a branch).
+    names: GateNames
+
+    @property
+    def limiter(self) -> DynamoDBLimiter: ...
+
+    @property
+    def execution_arn(self) -> str: ...
+
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def closed(self) -> threading.Event:
+        """Set once the map has returned: a branch still deciding gives its slot back."""
 
     def release_now(
         self, holder: str, *, waited: bool, token: str | None = None, report_lost: bool = False
@@ -137,23 +190,24 @@ def gate(scope: Scope, ctx: DurableContext, holder: str) -> Held | None:
     or nothing (and decides now, recording what a replay must find).
     """
     walk = _Walk()
+    names = scope.names
     held: Held | _Next | None
     while True:
         found = _sdk_compat.next_operation(ctx)
-        if found is not None and found.name in _OURS:
+        if found is not None and found.name in names.ours:
             walk.recorded_any = True
             if walk.first_started is None:
                 walk.first_started = found.started_at
-        if found is not None and found.name == WAIT_OPERATION_NAME and found.kind == "CALLBACK":
+        if found is not None and found.name == names.wait and found.kind == "CALLBACK":
             walk.rounds += 1
             walk.round_next = False
             held = _wait_round(scope, ctx, holder, walk, new=False) or _NEXT
-        elif found is not None and found.name == POLL_OPERATION_NAME:
+        elif found is not None and found.name == names.poll:
             held = _poll(scope, ctx, holder)
-        elif found is not None and found.name == RETRY_OPERATION_NAME:
-            ctx.wait(Duration(seconds=1), name=RETRY_OPERATION_NAME)  # replayed: no wait
+        elif found is not None and found.name == names.retry:
+            ctx.wait(Duration(seconds=1), name=names.retry)  # replayed: no wait
             continue
-        elif found is not None and found.name == ACQUIRE_OPERATION_NAME:
+        elif found is not None and found.name == names.acquire:
             held = _decided(scope, ctx, holder, walk, _recorded_acquire(scope, ctx, holder, walk))
         elif found is not None:
             # The first run went on to the body holding the slot: with the derived token,
@@ -209,18 +263,13 @@ def _decided(
     if decision.get("error"):
         ctx.wait(
             Duration(seconds=limiter.backoff_delay(max(1, walk.rounds))),
-            name=RETRY_OPERATION_NAME,
+            name=scope.names.retry,
         )
         return _NEXT
     if not limiter.uses_callbacks:
         return _poll(scope, ctx, holder)
     walk.round_next = True
     return _NEXT
-
-
-_OURS = frozenset(
-    {ACQUIRE_OPERATION_NAME, WAIT_OPERATION_NAME, POLL_OPERATION_NAME, RETRY_OPERATION_NAME}
-)
 
 
 # -- one decision ----------------------------------------------------------------------------
@@ -278,7 +327,7 @@ def _recorded_acquire(
         out["queued"] = bool(out.get("queued")) or waited
         return out
 
-    result: dict[str, Any] = ctx.step(decide, name=ACQUIRE_OPERATION_NAME)
+    result: dict[str, Any] = ctx.step(decide, name=scope.names.acquire)
     return result
 
 
@@ -291,7 +340,7 @@ def _wait_round(
     """Create (or replay) this round's callback and wait for it; None when it timed out."""
     limiter = scope.limiter
     callback = ctx.create_callback(
-        name=WAIT_OPERATION_NAME,
+        name=scope.names.wait,
         config=CallbackConfig(timeout=Duration(seconds=limiter.round_timeout_seconds(walk.rounds))),
     )
     logger.debug(
@@ -479,7 +528,7 @@ def _poll(scope: Scope, ctx: DurableContext, holder: str) -> Held | None:
     state: dict[str, Any] = ctx.wait_for_condition(
         check,
         config=WaitForConditionConfig(wait_strategy=wait_strategy, initial_state={"polls": 0}),
-        name=POLL_OPERATION_NAME,
+        name=scope.names.poll,
     )
     if state.get("orphaned"):
         return None

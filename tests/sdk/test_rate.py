@@ -202,14 +202,19 @@ def test_a_rate_and_a_concurrency_limit_together(semaphore: DynamoDBSemaphore) -
     assert most_in_window(booked, WINDOW) <= math.floor(WINDOW / (PER / RATE)) + BURST
 
 
-def test_a_limiter_list_takes_at_most_one_of_each_kind() -> None:
+def test_a_limiter_list_takes_one_rate_and_distinct_concurrency_limits() -> None:
     from durable_semaphore import DynamoDBLimiter, InvalidArgumentError
 
     rate = DynamoDBRateLimiter("r", 1)
     with pytest.raises(InvalidArgumentError):
         MapConfig(max_concurrency=2, limiter=[rate, rate])
+    x = DynamoDBLimiter("x", 2, waker=None)
     with pytest.raises(InvalidArgumentError):
-        MapConfig(max_concurrency=2, limiter=["dynamodb", DynamoDBLimiter("x", 2, waker=None)])
+        MapConfig(max_concurrency=2, limiter=[x, DynamoDBLimiter("x", 2, waker=None)])
+    with pytest.raises(InvalidArgumentError):
+        MapConfig(max_concurrency=2, limiter=["dynamodb", DynamoDBLimiter(waker=None)])
+    several = MapConfig(max_concurrency=2, limiter=["dynamodb", x, rate])
+    assert several.limiter == ["dynamodb", x, rate]
     with pytest.raises(InvalidArgumentError):
         MapConfig(max_concurrency=2, limiter=[])
     assert MapConfig(max_concurrency=2, limiter=["dynamodb", rate]).limiter == ["dynamodb", rate]

@@ -22,7 +22,7 @@ import pytest
 from aws_durable_execution_sdk_python.exceptions import SuspendExecution
 
 from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, _sdk_compat
-from durable_semaphore.branch import Scope, release_queue, run_gated
+from durable_semaphore.branch import Scope, Slot, release_queue, run_gated
 from durable_semaphore.sdk import _call_and_sweep
 from durable_semaphore.waiting import replay_token
 
@@ -67,7 +67,7 @@ class _Invocation:
 
     def run_branch(self, scope: Scope, body: Callable[[], str], *, refused: bool) -> str:
         """Run the branch as the SDK does: the function, then its SUCCEED checkpoint."""
-        result = run_gated(scope, self, 0, body)  # type: ignore[arg-type]
+        result = run_gated([scope], self, 0, body)  # type: ignore[arg-type]
         if refused:
             raise SuspendExecution("checkpoint refused: a newer invocation took over")
         self.state.succeed(BRANCH_OP, parent_id=MAP_OP)
@@ -79,7 +79,7 @@ def _scope(limiter: DynamoDBLimiter, invocation: _Invocation) -> Scope:
         limiter=limiter,
         execution_arn=ARN,
         operation_id=MAP_OP,
-        key="payments",
+        keys=("payments",),
         limit=1,
         held_outside=frozenset(),
         state=invocation.state,
@@ -110,7 +110,7 @@ def _superseded_then_live(
         if refused_at == "body":
             raise SuspendExecution("the body's own checkpoint was refused")
         if unproven_release:
-            old_scope.release_now(
+            Slot(old_scope, "payments").release_now(
                 limiter.holder_id(ARN, MAP_OP, "0"),
                 waited=False,
                 token=replay_token(limiter.holder_id(ARN, MAP_OP, "0")),
@@ -176,8 +176,8 @@ def test_a_superseded_map_does_not_sweep(semaphore: DynamoDBSemaphore) -> None:
         raise SuspendExecution("checkpoint refused")
 
     with pytest.raises(SuspendExecution):
-        _call_and_sweep(invocation, scope, refused)  # type: ignore[arg-type]
+        _call_and_sweep(invocation, [scope], refused)  # type: ignore[arg-type]
     assert [h.holder for h in semaphore.holders("payments")] == [holder]
     # Control: a map that really ended sweeps what its branches left.
-    _call_and_sweep(invocation, scope, lambda: None)  # type: ignore[arg-type]
+    _call_and_sweep(invocation, [scope], lambda: None)  # type: ignore[arg-type]
     assert semaphore.holders("payments") == []
