@@ -1,0 +1,231 @@
+"""Per-item keys and several limits on one map, in real durable executions (SDK 3.x local
+runner, DynamoDB Local), judged from the execution histories: each branch's downstream wait is
+named after its tenant, and the overlap of those waits is what ran at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import Duration
+from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
+
+import durable_semaphore.branch as branch
+import durable_semaphore.waiting as waiting
+from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, InvalidArgumentError, MapConfig
+from tests.sdk.observe import all_operations, peak_overlap
+
+TENANTS = ["A", "B", "C"]
+PER_TENANT = 2
+TOTAL = 4
+
+
+def _items(run: int) -> list[dict[str, Any]]:
+    """Tenant A's items come first in every execution (a skewed backlog), then a mix."""
+    tenants = ["A", "A", "A", "A", "B", "C", "B", "C", "A"]
+    return [{"tenant": tenant, "n": run * 100 + i} for i, tenant in enumerate(tenants)]
+
+
+def per_tenant(item: dict[str, Any]) -> str:
+    return f"tenant:{item['tenant']}"
+
+
+def _spans(results: list[Any]) -> dict[str, list[tuple[float, float]]]:
+    """(start, end) of each branch's work, by tenant, from the histories."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for res in results:
+        for op in all_operations(res):
+            name = op.name or ""
+            if type(op).__name__ == "WaitOperation" and name.startswith("work-"):
+                span = (op.start_timestamp.timestamp(), op.end_timestamp.timestamp())
+                spans.setdefault(name.removeprefix("work-"), []).append(span)
+    return spans
+
+
+def _run(limiter: Any, *, executions: int = 3, timeout: int = 120) -> list[Any]:
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        def item(ctx: DurableContext, x: dict[str, Any], i: int, items: Any) -> int:
+            ctx.wait(Duration.from_seconds(2), name=f"work-{x['tenant']}")
+            return int(x["n"])
+
+        config = MapConfig(max_concurrency=9, limiter=limiter)
+        return context.map(_items(int(event["run"])), item, config=config).get_results()
+
+    with DurableFunctionTestRunner(handler=handler) as runner:
+        arns = [
+            runner.run_async(
+                input=json.dumps({"run": k}), execution_timeout=timeout, execution_name=f"e{k}"
+            )
+            for k in range(executions)
+        ]
+        results = [runner.wait_for_result(arn, timeout=timeout) for arn in arns]
+    for k, res in enumerate(results):
+        assert res.status.name == "SUCCEEDED", res.error
+        assert json.loads(res.result) == [x["n"] for x in _items(k)]
+    return results
+
+
+def _limiter(semaphore: DynamoDBSemaphore, name: Any, limit: int) -> DynamoDBLimiter:
+    return DynamoDBLimiter(
+        name, limit, semaphore=semaphore, initial_delay_seconds=1, max_delay_seconds=2
+    )
+
+
+def _peaks(results: list[Any]) -> tuple[dict[str, int], int]:
+    spans = _spans(results)
+    every = [span for tenant in spans.values() for span in tenant]
+    return {t: peak_overlap(s) for t, s in spans.items()}, peak_overlap(every)
+
+
+def test_a_per_item_key_limits_each_tenant_across_executions(
+    semaphore: DynamoDBSemaphore, leases_left: Callable[[], list[Any]]
+) -> None:
+    peaks, _ = _peaks(_run(_limiter(semaphore, per_tenant, PER_TENANT)))
+    assert set(peaks) == set(TENANTS)
+    assert all(1 <= peak <= PER_TENANT for peak in peaks.values()), peaks
+    assert max(peaks.values()) == PER_TENANT, peaks  # the limit was reached, not just kept
+    assert leases_left() == []
+
+
+def test_control_without_per_item_keys_a_tenant_runs_above_its_limit() -> None:
+    peaks, _ = _peaks(_run(None))
+    assert max(peaks.values()) > PER_TENANT, peaks
+
+
+def test_several_limits_hold_together(
+    semaphore: DynamoDBSemaphore, leases_left: Callable[[], list[Any]]
+) -> None:
+    """At most 2 per tenant and 4 in total: each bound is reached and none is exceeded."""
+    limits = [
+        _limiter(semaphore, "total", TOTAL),
+        _limiter(semaphore, per_tenant, PER_TENANT),
+    ]
+    peaks, total = _peaks(_run(limits))
+    assert all(peak <= PER_TENANT for peak in peaks.values()), peaks
+    assert total <= TOTAL, total
+    assert total == TOTAL or max(peaks.values()) == PER_TENANT, (peaks, total)
+    assert leases_left() == []
+
+
+def test_control_each_limit_alone_is_exceeded_by_the_other_measure(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    """Only the total: some tenant runs more than 2; only per tenant: more than 4 in total."""
+    peaks, _ = _peaks(_run(_limiter(semaphore, "total", TOTAL)))
+    assert max(peaks.values()) > PER_TENANT, peaks
+    _, total = _peaks(_run(_limiter(semaphore, per_tenant, PER_TENANT)))
+    assert total > TOTAL, total
+
+
+def test_a_bad_per_item_key_is_our_error_and_writes_nothing(
+    semaphore: DynamoDBSemaphore, leases_left: Callable[[], list[Any]]
+) -> None:
+    seen: list[str] = []
+
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        def item(ctx: DurableContext, x: str, i: int, items: Any) -> str:
+            seen.append(x)
+            return x
+
+        limiter = _limiter(semaphore, lambda x: f" {x}" if x == "b" else x, 1)
+        config = MapConfig(max_concurrency=2, limiter=limiter)
+        try:
+            context.map(["a", "b"], item, config=config)
+        except InvalidArgumentError as exc:
+            return {"field": exc.name, "value": exc.value}
+        return "no error"
+
+    with DurableFunctionTestRunner(handler=handler) as runner:
+        res = runner.run(input="{}", execution_timeout=60)
+    assert json.loads(res.result) == {"field": "name", "value": " b"}
+    assert seen == [] and leases_left() == []
+    assert semaphore.client.scan(TableName=semaphore.table_name)["Count"] == 0
+
+
+def test_two_limits_of_a_branch_may_not_share_a_key(semaphore: DynamoDBSemaphore) -> None:
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        limits = [_limiter(semaphore, "tenant:A", 3), _limiter(semaphore, per_tenant, 2)]
+        config = MapConfig(max_concurrency=2, limiter=limits)
+        try:
+            context.map([{"tenant": "A"}], lambda c, x, i, xs: 1, config=config)
+        except InvalidArgumentError as exc:
+            return str(exc)
+        return "no error"
+
+    with DurableFunctionTestRunner(handler=handler) as runner:
+        res = runner.run(input="{}", execution_timeout=60)
+    assert "same key 'tenant:A'" in json.loads(res.result)
+
+
+# -- no deadlock: one order for every branch ------------------------------------------------
+
+
+def _crossed(semaphore: DynamoDBSemaphore, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Two executions list the same two limits of 1 in opposite orders; each branch pauses
+    between its gates, so the first gates of both pass before either second gate is tried."""
+    x, y = _limiter(semaphore, "x", 1), _limiter(semaphore, "y", 1)
+    original = waiting.gate
+    barrier = threading.Barrier(2, timeout=5)
+
+    def gate_then_pause(scope: Any, ctx: Any, holder: str) -> Any:
+        held = original(scope, ctx, holder)
+        if scope.names == waiting.GateNames.of(0) and held is not None and not held.replayed:
+            # Both first gates passed (or, in the canonical order, one waits: time out).
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
+        return held
+
+    monkeypatch.setattr(branch, "gate", gate_then_pause)
+
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        limits = [x, y] if event["run"] == 0 else [y, x]
+        config = MapConfig(max_concurrency=1, limiter=limits)
+        work = lambda c, item, i, xs: c.wait(Duration.from_seconds(1), name="work") or item  # noqa: E731
+        return context.map([event["run"]], work, config=config).get_results()
+
+    results = []
+    with DurableFunctionTestRunner(handler=handler) as runner:
+        arns = [
+            runner.run_async(input=json.dumps({"run": k}), execution_timeout=15) for k in range(2)
+        ]
+        deadline = time.monotonic() + 15
+        for arn in arns:
+            try:
+                left = max(1.0, deadline - time.monotonic())
+                results.append(runner.wait_for_result(arn, timeout=int(left)))
+            except TimeoutError:
+                results.append(None)
+    return results
+
+
+def test_limits_listed_in_opposite_orders_do_not_deadlock(
+    semaphore: DynamoDBSemaphore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = _crossed(semaphore, monkeypatch)
+    assert [r.status.name if r else None for r in results] == ["SUCCEEDED", "SUCCEEDED"]
+    spans = [
+        (op.start_timestamp.timestamp(), op.end_timestamp.timestamp())
+        for r in results
+        for op in all_operations(r)
+        if op.name == "work"
+    ]
+    assert peak_overlap(spans) == 1
+
+
+def test_control_taken_in_list_order_they_deadlock(
+    semaphore: DynamoDBSemaphore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(branch, "_CANONICAL_ORDER", False)
+    results = _crossed(semaphore, monkeypatch)
+    assert not any(r is not None and r.status.name == "SUCCEEDED" for r in results), results
