@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Literal, ParamSpec, TypeVar
 
+from durable_semaphore import observability
 from durable_semaphore._store_access import StoreAccess
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.hold import (
@@ -368,6 +369,8 @@ class DynamoDBLimiter(StoreAccess):
             queue_first=queue_first,
             weight=weight,
         )
+        if result.ahead is not None:
+            observability.lease_queued(stored, holder, result.ahead)
         if wake:
             for grant in result.grants:
                 self.wake(grant, releaser_arn=execution_arn)
@@ -516,15 +519,16 @@ class DynamoDBLimiter(StoreAccess):
             return "per-operation"
         if isinstance(self.name, str):
             return self.name
-        return str(getattr(self.name, "__qualname__", None) or repr(self.name))
+        return str(getattr(self.name, "__name__", None) or repr(self.name))
 
     def key_for(self, item: Any, execution_arn: str, operation_id: str) -> str:
         """The key a branch of ``item`` (a parallel's branch index) leases: the per-item key,
         checked like a name (our error naming the item), or :meth:`scope_key`."""
         if not callable(self.name):
             return self.scope_key(execution_arn, operation_id)
-        key = self.name(item)
-        return _check_name("name", key, f" (the key name({item!r}) returned)")
+        key = _check_name("name", self.name(item), f" (the key name({item!r}) returned)")
+        observability.register_family(key, self.label)
+        return key
 
     def resolve_limit(self, max_concurrency: int | None) -> int:
         """The lease limit: the explicit ``limit``, else the operation's ``max_concurrency``."""

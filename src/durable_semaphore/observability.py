@@ -26,8 +26,10 @@ when reclaiming), so the gauge costs nothing and is exact when it is reported.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,6 +37,7 @@ __all__ = [
     "LOG_LEVEL_ENV_VAR",
     "METRICS_NAMESPACE_ENV_VAR",
     "SCOPE_NAMED",
+    "SCOPE_PER_ITEM",
     "SCOPE_PER_OPERATION",
     "LeaseObserver",
     "PowertoolsObserver",
@@ -44,11 +47,13 @@ __all__ = [
     "get_observer",
     "lease_acquired",
     "lease_in_flight",
+    "lease_queued",
     "lease_reclaimed",
     "lease_released",
     "lease_waited",
     "metric_dimensions",
     "metric_properties",
+    "register_family",
     "set_observer",
 ]
 
@@ -62,6 +67,7 @@ _MAX_DIMENSION_CHARS = 1024
 #: Values of the ``scope`` dimension.
 SCOPE_PER_OPERATION = "per-operation"
 SCOPE_NAMED = "named"
+SCOPE_PER_ITEM = "per-item"
 # The SDK's operation ids (SDK 1.x to 3.x): the first 64 hex digits of a blake2b digest.
 _SDK_OPERATION_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -92,6 +98,9 @@ class LeaseObserver(Protocol):
     def booked(self, key: str, holder: str, delay: float) -> None:
         """``holder`` booked a start under the rate ``key``, ``delay`` seconds ahead (0: at
         once). Once per booking: a replay that finds its booking is not reported."""
+
+    def queued(self, key: str, holder: str, ahead: int) -> None:
+        """``holder`` joined ``key``'s queue with about ``ahead`` waiters before it."""
 
 
 _observer: LeaseObserver | None = None
@@ -156,6 +165,14 @@ def lease_lost(key: str, holder: str) -> None:
         _safely(lambda: observer.lost(key, holder))
 
 
+def lease_queued(key: str, holder: str, ahead: int) -> None:
+    """A holder joined a key's queue, with about ``ahead`` waiters before it (the queue's
+    depth as the newest waiter saw it)."""
+    observer = _observer
+    if observer is not None:
+        _safely(lambda: observer.queued(key, holder, ahead))
+
+
 def rate_booked(key: str, holder: str, delay: float) -> None:
     """For the rate limiter: a fresh booking, and how far ahead it starts."""
     observer = _observer
@@ -198,11 +215,37 @@ def _dimension_value(text: str) -> str:
     return value[:_MAX_DIMENSION_CHARS] if value.strip() else "(blank)"
 
 
+#: Per-item keys this process computed, by the label of the limiter that computed them: their
+#: metrics carry the label as the dimension (keys are unbounded, tenants by the thousand).
+_families: collections.OrderedDict[str, str] = collections.OrderedDict()
+_families_lock = threading.Lock()
+_MAX_FAMILIES = 10_000
+_SHARD_SUFFIX = re.compile(r"#\d+of\d+$")
+
+
+def register_family(key: str, label: str) -> None:
+    """Report ``key``'s events under ``label`` (its per-item limiter's name) rather than
+    under the key itself. Bounded: the oldest keys fall back to their own name."""
+    with _families_lock:
+        _families[key] = label
+        _families.move_to_end(key)
+        while len(_families) > _MAX_FAMILIES:
+            _families.popitem(last=False)
+
+
+def _family(key: str) -> str | None:
+    return _families.get(key) or _families.get(_SHARD_SUFFIX.sub("", key))
+
+
 def metric_dimensions(key: str) -> dict[str, str]:
     """The metric dimensions of ``key``: ``scope=per-operation`` for a per-operation key (one
-    constant metric for all of them), else ``scope=named`` and ``limiter=<key>``."""
+    constant metric for all of them), ``scope=per-item`` and ``limiter=<label>`` for a key a
+    per-item limiter computed, else ``scope=named`` and ``limiter=<key>``."""
     if _split_per_operation(key) is not None:
         return {"scope": SCOPE_PER_OPERATION}
+    family = _family(key)
+    if family is not None:
+        return {"scope": SCOPE_PER_ITEM, "limiter": _dimension_value(family)}
     return {"scope": SCOPE_NAMED, "limiter": _dimension_value(key)}
 
 
@@ -310,6 +353,12 @@ class PowertoolsObserver:
         if self.logger is not None:
             self.logger.warning("lease lost", extra={"key": key, "holder": holder})
         self._metric("LeaseLost", "Count", 1, key, holder)
+
+    def queued(self, key: str, holder: str, ahead: int) -> None:
+        """A waiter joined: the queue's depth as it saw it (a growing backlog shows here)."""
+        if self.logger is not None:
+            self.logger.debug("queued", extra={"key": key, "holder": holder, "ahead": ahead})
+        self._metric("WaitersQueued", "Count", ahead + 1, key, holder)
 
 
 def enable(

@@ -81,3 +81,41 @@ def test_per_operation_map_emits_no_arn_in_any_dimension(
         assert doc["scope"] == "per-operation"
         assert doc["execution_arn"] == arn  # searchable in the logs, not a metric
         assert doc["key"] == f"{arn}#{doc['operation_id']}"
+
+
+def test_per_item_keys_are_properties_under_one_limiter_dimension(
+    semaphore: Any, metrics_on: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Six tenants, one dimension value (the limiter's label); the tenant keys are properties.
+    The queue's depth is reported as each waiter joins (WaitersQueued)."""
+    from durable_semaphore import DynamoDBLimiter
+
+    def per_tenant(x: int) -> str:
+        return f"tenant-{x % 6}"
+
+    limiter = DynamoDBLimiter(
+        per_tenant, 1, semaphore=semaphore, initial_delay_seconds=1, max_delay_seconds=1
+    )
+
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        def item(ctx: DurableContext, x: int, i: int, items: Any) -> int:
+            ctx.wait(Duration.from_seconds(1))
+            return x
+
+        config = MapConfig(max_concurrency=12, limiter=limiter)
+        return context.map(list(range(12)), item, config=config).get_results()
+
+    capsys.readouterr()
+    with DurableFunctionTestRunner(handler=handler) as runner:
+        res = runner.run(input="{}", execution_timeout=60)
+    assert res.status.name == "SUCCEEDED", res.error
+    docs = _emf_docs(capsys.readouterr().out)
+    names = [m["Name"] for d in docs for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert names.count("LeaseAcquired") == 12
+    assert "WaitersQueued" in names  # two items per tenant, a limit of one: six waited
+    assert {doc["key"] for doc in docs} == {f"tenant-{t}" for t in range(6)}
+    for doc in docs:
+        assert doc["scope"] == "per-item"
+        assert _dimension_values(doc).count("per_tenant") == 1, doc
+        assert not any(v.startswith("tenant-") for v in _dimension_values(doc)), doc
