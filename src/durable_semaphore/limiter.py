@@ -28,16 +28,23 @@ from durable_semaphore.hold import (
     Hold,
     holding,
 )
+from durable_semaphore.limiter_args import (
+    MAX_WAKE_TIMEOUT_SECONDS,
+    check_backoff,
+    check_name,
+    check_scope,
+    check_shards,
+    check_waking,
+)
 from durable_semaphore.retry import Backoff
 from durable_semaphore.store import (
-    MAX_LIMIT,
     AcquireResult,
     DynamoDBSemaphore,
     Grant,
     ReleaseResult,
 )
-from durable_semaphore.store.shards import all_shards, min_shards, placement, validate_shards
-from durable_semaphore.store.validate import validate_key, validate_ttl, validate_weight
+from durable_semaphore.store.shards import all_shards, min_shards, placement
+from durable_semaphore.store.validate import validate_ttl, validate_weight
 from durable_semaphore.wake import (
     WAKER_ENV_VAR,
     LambdaCallbackWaker,
@@ -63,102 +70,11 @@ BRANCH_LEASE_TTL_SECONDS = 366 * 24 * 3600
 #: Hand-offs to dead waiters passed on in one release before giving up (the rest wait for
 #: their own timeouts, which is safe, only slower).
 _MAX_PASS_ON = 10
-#: The longest callback timeout a waiting round uses (the SDK accepts far more; a day keeps a
-#: wake-up that was never sent from stalling a waiter for longer).
-MAX_WAKE_TIMEOUT_SECONDS = 86_400
 
 _SEPARATOR = "#"
 #: The decorated function's parameters and result, for :meth:`DynamoDBLimiter.holding`.
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _check_positive(name: str, value: float, *, minimum: float = 0.0, strict: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidArgumentError(name, value, "must be a finite number")
-    bad = value <= minimum if strict else value < minimum
-    if bad:
-        relation = ">" if strict else ">="
-        raise InvalidArgumentError(name, value, f"must be a number {relation} {minimum}")
-
-
-def _check_scope(name: object, limit: int | None) -> None:
-    """A name is a key as written (the store's key rule), or a function of the item that
-    returns one; a named or per-item limiter needs its limit."""
-    if callable(name):
-        if limit is None:
-            raise InvalidArgumentError(
-                "limit", limit, "a per-item limiter (name is a function) needs an explicit limit"
-            )
-    elif name is not None:
-        _check_name("name", name)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-        raise InvalidArgumentError("limit", limit, "must be an int >= 1 or None")
-    if limit is not None and not 1 <= limit <= MAX_LIMIT:
-        raise InvalidArgumentError("limit", limit, f"must be from 1 to {MAX_LIMIT:,}")
-    if name is not None and limit is None:
-        raise InvalidArgumentError(
-            "limit", limit, f"a named limiter ({name!r}) needs an explicit limit shared by all"
-        )
-
-
-def _check_name(field: str, name: object, context: str = "") -> str:
-    """``name`` as a key: a non-empty string as written, within the store's key rule."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidArgumentError(field, name, "must be a non-empty string" + context)
-    if name != name.strip():
-        # The name is the key as written; "x" and " x " would be two different limits.
-        raise InvalidArgumentError(
-            field,
-            name,
-            "must not start or end with whitespace (it is the key as written)" + context,
-        )
-    # The store's key rule (2,048 UTF-8 bytes, no lone surrogate), checked here so a bad
-    # name fails at construction (a per-item key: before the map records anything).
-    try:
-        validate_key(name)
-    except InvalidArgumentError as exc:
-        raise InvalidArgumentError(field, name, exc.reason + context) from None
-    return name
-
-
-def _check_shards(shards: object, limit: int | None) -> None:
-    if shards is None:
-        return
-    if limit is not None:
-        validate_shards(shards, limit)
-    elif isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise InvalidArgumentError("shards", shards, "must be an integer >= 1 or None")
-
-
-def _check_backoff(initial: float, multiplier: float, maximum: float) -> None:
-    _check_positive("initial_delay_seconds", initial)
-    _check_positive("backoff_multiplier", multiplier, minimum=1.0, strict=False)
-    _check_positive("max_delay_seconds", maximum)
-    if maximum < initial:
-        raise InvalidArgumentError("max_delay_seconds", maximum, "must be >= initial_delay_seconds")
-
-
-def _check_waking(wake_timeout_seconds: object, local_wait_seconds: float, waker: object) -> None:
-    if (
-        isinstance(wake_timeout_seconds, bool)
-        or not isinstance(wake_timeout_seconds, int)
-        or wake_timeout_seconds < 1
-    ):
-        raise InvalidArgumentError(
-            "wake_timeout_seconds", wake_timeout_seconds, "must be an integer >= 1"
-        )
-    if wake_timeout_seconds > MAX_WAKE_TIMEOUT_SECONDS:
-        raise InvalidArgumentError(
-            "wake_timeout_seconds",
-            wake_timeout_seconds,
-            f"must be at most {MAX_WAKE_TIMEOUT_SECONDS} (a day)",
-        )
-    _check_positive("local_wait_seconds", local_wait_seconds, strict=False)
-    if not (waker is None or waker in ("auto", "lambda") or isinstance(waker, Waker)):
-        raise InvalidArgumentError(
-            "waker", waker, "must be None, 'auto', 'lambda' or a Waker (with a wake method)"
-        )
 
 
 class DynamoDBLimiter(StoreAccess):
@@ -203,13 +119,13 @@ class DynamoDBLimiter(StoreAccess):
         shards: int | None = None,
         weight: int | Callable[[Any], int] = 1,
     ) -> None:
-        _check_scope(name, limit)
-        _check_shards(shards, limit)
+        check_scope(name, limit)
+        check_shards(shards, limit)
         if not callable(weight):
             validate_weight(weight, limit)
         validate_ttl(ttl_seconds)  # the store's rule, so a bad TTL fails here, not per branch
-        _check_backoff(initial_delay_seconds, backoff_multiplier, max_delay_seconds)
-        _check_waking(wake_timeout_seconds, local_wait_seconds, waker)
+        check_backoff(initial_delay_seconds, backoff_multiplier, max_delay_seconds)
+        check_waking(wake_timeout_seconds, local_wait_seconds, waker)
         super().__init__(
             table_name=table_name,
             client=client,
@@ -526,7 +442,7 @@ class DynamoDBLimiter(StoreAccess):
         checked like a name (our error naming the item), or :meth:`scope_key`."""
         if not callable(self.name):
             return self.scope_key(execution_arn, operation_id)
-        key = _check_name("name", self.name(item), f" (the key name({item!r}) returned)")
+        key = check_name("name", self.name(item), f" (the key name({item!r}) returned)")
         observability.register_family(key, self.label)
         return key
 
