@@ -229,3 +229,53 @@ def test_control_taken_in_list_order_they_deadlock(
     monkeypatch.setattr(branch, "_CANONICAL_ORDER", False)
     results = _crossed(semaphore, monkeypatch)
     assert not any(r is not None and r.status.name == "SUCCEEDED" for r in results), results
+
+
+# -- cost: two limits cost two single limits' requests and no durable operation -------------
+
+
+def _uncontended(limiter: Any, semaphore: DynamoDBSemaphore) -> tuple[dict[str, int], int]:
+    """Requests by operation (the map's end included) and the history's operation count of
+    one execution mapping 6 items of distinct tenants, nothing else running."""
+    from durable_semaphore.demo.observer import RequestCounter
+
+    @durable_execution
+    def handler(event: Any, context: DurableContext) -> Any:
+        def item(ctx: DurableContext, x: dict[str, Any], i: int, items: Any) -> int:
+            ctx.wait(Duration.from_seconds(1), name=f"work-{x['tenant']}")
+            return int(x["n"])
+
+        items = [{"tenant": f"T{i}", "n": i} for i in range(6)]
+        config = MapConfig(max_concurrency=6, limiter=limiter)
+        return context.map(items, item, config=config).get_results()
+
+    counter = RequestCounter()
+    counter.attach(semaphore.client)
+    try:
+        with DurableFunctionTestRunner(handler=handler) as runner:
+            res = runner.run(input="{}", execution_timeout=60)
+    finally:
+        counter.detach(semaphore.client)
+    assert res.status.name == "SUCCEEDED", res.error
+    return dict(counter.by_operation), len(all_operations(res))
+
+
+def test_an_uncontended_branch_under_two_limits_costs_two_single_limits(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    total = _limiter(semaphore, "total-cost", 10)
+    tenants = _limiter(semaphore, per_tenant, 10)
+    one_total, ops_total = _uncontended(total, semaphore)
+    one_tenant, ops_tenant = _uncontended(tenants, semaphore)
+    both, ops_both = _uncontended([total, tenants], semaphore)
+    bare, ops_bare = _uncontended(None, semaphore)
+    assert bare == {} and ops_total == ops_tenant == ops_both == ops_bare  # no operation of ours
+    writes = {"UpdateItem": 12}  # per limit: 6 acquires and 6 releases
+    assert {k: v for k, v in one_total.items() if k == "UpdateItem"} == writes
+    assert {k: v for k, v in one_tenant.items() if k == "UpdateItem"} == writes
+    assert sum(both.values()) <= sum(one_total.values()) + sum(one_tenant.values()), (
+        both,
+        one_total,
+        one_tenant,
+    )
+    assert both["UpdateItem"] == 24
