@@ -36,7 +36,7 @@ def meta_rows(sem: Any) -> list[dict[str, Any]]:
     return list(out["Items"])
 
 
-READS = ("GetItem", "Query")
+READS = ("GetItem", "Query", "BatchGetItem")
 WRITES = ("UpdateItem", "DeleteItem", "TransactWriteItems")
 
 
