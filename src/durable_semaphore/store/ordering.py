@@ -25,6 +25,10 @@ Ranks are in the units of the arrival numbers (``core._next_seq``: microseconds 
   A grouped join reads the counter and the group's item first (one BatchGetItem) and writes
   the group's item in its transaction: one read and one item more than a plain join.
 
+Serving an entry that priority put ahead of its group's backlog moves V to that entry's tag
+(plus a unit): groups joining afterwards start behind the tags queued before it, so they lose
+up to that backlog's turns (no starvation; exact SFQ with one priority per key).
+
 Virtual time starts at the first grouped entry's arrival number (an epoch, ``ve``, kept with
 it); a group's item from an earlier epoch (the key went idle and its counter was deleted) is
 ignored. Grouped and plain entries share the one order: a plain entry's rank is its arrival
