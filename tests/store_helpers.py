@@ -36,7 +36,7 @@ def meta_rows(sem: Any) -> list[dict[str, Any]]:
     return list(out["Items"])
 
 
-READS = ("GetItem", "Query", "BatchGetItem")
+READS = ("GetItem", "Query")
 WRITES = ("UpdateItem", "DeleteItem", "TransactWriteItems")
 
 

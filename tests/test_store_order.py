@@ -300,18 +300,22 @@ def _transaction_sizes(client: Any) -> Iterator[list[int]]:
 
 def _cycle_cost(sem: DynamoDBSemaphore, key: str, **order: Any) -> dict[str, Any]:
     """Requests, write units (single writes) and transaction items of: an uncontended
-    acquire + release, a join of the queue, and the hand-off to that waiter."""
+    acquire + release, a join of the queue first thing (``queue_first``) and after a refused
+    acquire, and the hand-off to the first waiter."""
     with traffic(sem.client) as free:
         sem.acquire(key, "solo", 1)
         sem.release_slot(key, "solo")
     sem.acquire(key, "holder", 1)
     with traffic(sem.client) as join, _transaction_sizes(sem.client) as join_items:
         assert sem.acquire(key, "waiter", 1, queue_first=True, **order).queued
+    with traffic(sem.client) as refused:
+        assert sem.acquire(key, "second", 1, **order).queued
     with traffic(sem.client) as handoff, _transaction_sizes(sem.client) as handoff_items:
         assert sem.release_slot(key, "holder", waiters_likely=True).grant is not None
     return {
         "free": (dict(free.calls), free.units_per_write),
         "join": (dict(join.calls), join_items),
+        "refused+join": dict(refused.calls),
         "handoff": (dict(handoff.calls), handoff_items),
     }
 
@@ -330,6 +334,7 @@ def test_the_plain_path_is_fifo_by_arrival_with_its_sort_key_and_costs_unchanged
     print(f"\nplain: {cost}")
     assert cost["free"][0] == {"UpdateItem": 2}
     assert cost["join"][0] == {"TransactWriteItems": 1}
+    assert cost["refused+join"] == {"UpdateItem": 1, "TransactWriteItems": 1}
     assert cost["handoff"][0] == {"Query": 1, "TransactWriteItems": 1}
     assert cost["join"][1] == cost["handoff"][1] == [3] and cost["free"][1] == [1.0, 1.0]
 
@@ -337,15 +342,17 @@ def test_the_plain_path_is_fifo_by_arrival_with_its_sort_key_and_costs_unchanged
 def test_what_priority_and_groups_cost_next_to_the_plain_path(
     semaphore: DynamoDBSemaphore,
 ) -> None:
-    """A prioritized join and its hand-off cost what plain ones do; a grouped join adds one
-    BatchGetItem and one item (its group's) to the transaction."""
+    """A prioritized join and its hand-off cost what plain ones do; a grouped join reads its
+    group's item, and the counter unless a refusal just returned it (GetItem: no permission
+    beyond the documented roles), and writes its group's item in the transaction."""
     plain = _cycle_cost(semaphore, "c0")
     prioritized = _cycle_cost(semaphore, "c1", priority=7)
     grouped = _cycle_cost(semaphore, "c2", group="tenant-1")
     print(f"\npriority: {prioritized}\ngroup: {grouped}")
     assert prioritized == plain
     assert grouped["free"] == plain["free"] and grouped["handoff"][0] == plain["handoff"][0]
-    assert grouped["join"][0] == {"BatchGetItem": 1, "TransactWriteItems": 1}
+    assert grouped["join"][0] == {"GetItem": 2, "TransactWriteItems": 1}
+    assert grouped["refused+join"] == {"UpdateItem": 1, "GetItem": 1, "TransactWriteItems": 1}
     assert plain["join"][1] == [3] and grouped["join"][1] == [4]  # its group's item
     assert grouped["handoff"][1] == plain["handoff"][1] == [3]
 

@@ -4,6 +4,7 @@ that already has a lease gets back (renewed, claimed or revived)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from durable_semaphore.store.schema import (
     decode_lease,
     encode_lease,
     life_of,
+    meta_key,
     num,
     queue_sk,
     slot_name,
@@ -70,6 +72,9 @@ class Attempt:
     #: Where it queues (store/ordering.py): higher priority first; groups take turns.
     priority: int = 0
     group: str | None = None
+    #: The counter as the last refused write returned it: a grouped join's place is computed
+    #: from it instead of a second read (a hand-off since then fails the join's condition).
+    counter_item: Mapping[str, Any] | None = None
     grants: list[Grant] = field(default_factory=list)
 
     @property
@@ -129,6 +134,7 @@ class Acquiring(Releasing):
                 lease = self._take(call, now, variants)
             except ConditionFailed as refused:
                 meta = Meta.parse(refused.item)
+                call.counter_item = refused.item
                 outcome = self._after_refusal(call, meta, now, variants, attempt, enqueue)
                 if isinstance(outcome, AcquireResult):
                     return outcome.with_grants(call.grants)
@@ -393,12 +399,16 @@ class Acquiring(Releasing):
 
     def _place(self, call: Attempt) -> ordering.Place:
         """Where the call's entry goes: its arrival number when plain (no read); a grouped
-        one reads the counter and its group's item first."""
+        one reads its group's item, and the counter unless a refusal just returned it
+        (GetItem only: the roles of docs/guide.md and template.yaml grant nothing more)."""
         if call.group is None:
             return ordering.ungrouped_place(call.arrival, call.priority, self.aging)
-        meta, group_item = ordering.read_order_state(self.io, call.key, call.group)
+        counter, call.counter_item = call.counter_item, None  # a retry reads afresh
+        if counter is None:
+            counter = self.io.get(meta_key(call.key))
+        group_item = self.io.get(ordering.group_key(call.key, call.group))
         return ordering.grouped_place(
-            call.arrival, call.priority, self.aging, call.group, meta, group_item
+            call.arrival, call.priority, self.aging, call.group, counter, group_item
         )
 
     def _queue_items(

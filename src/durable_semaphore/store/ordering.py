@@ -22,8 +22,8 @@ Ranks are in the units of the arrival numbers (``core._next_seq``: microseconds 
   Bound: the k-th entry of W's group that arrives after W has S >= S_W + k units, so W is
   passed by fewer than (p - p_W) * aging later entries of its own group, and by at most
   (p - p_W) * aging + (S_W - V)/RANK_UNIT + 1 entries of any other group (its fair turns).
-  A grouped join reads the counter and the group's item first (one BatchGetItem) and writes
-  the group's item in its transaction: one read and one item more than a plain join.
+  A grouped join reads the group's item (GetItem) and the counter (which a refused acquire
+  has just returned, or a second GetItem) and writes the group's item in its transaction.
 
 Serving an entry that priority put ahead of its group's backlog moves V to that entry's tag
 (plus a unit): groups joining afterwards start behind the tags queued before it, so they lose
@@ -42,11 +42,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from durable_semaphore.store.client import StoreIO
 from durable_semaphore.store.model import ORDERED_BASE, TIE_SPACE, Waiter
 from durable_semaphore.store.requests import Expr
 from durable_semaphore.store.schema import (
-    META_SK,
     PK,
     QUEUE_GROUP,
     QUEUE_PRIORITY,
@@ -54,7 +52,6 @@ from durable_semaphore.store.schema import (
     SK,
     TTL_ATTRIBUTE,
     life_of,
-    meta_key,
     num,
 )
 
@@ -206,23 +203,3 @@ def join_vtime(expr: Expr, vtime: int | None) -> None:
     expr.sets.append("#vt = :vt")
     expr.names["#vt"] = VTIME
     expr.values[":vt"] = {"N": str(vtime)}
-
-
-def read_order_state(
-    io: StoreIO, key: str, group: str
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The counter and the group's item, strongly read in one BatchGetItem (a key left
-    unprocessed, under throttling, is read on its own)."""
-    wanted = {META_SK: meta_key(key), GROUP_PREFIX: group_key(key, group)}
-    out = io.call(
-        "batch_get_item",
-        RequestItems={io.table_name: {"Keys": list(wanted.values()), "ConsistentRead": True}},
-    )
-    found = {item[SK]["S"]: item for item in out.get("Responses", {}).get(io.table_name, [])}
-    if out.get("UnprocessedKeys"):
-        for item_key in wanted.values():
-            if item_key[SK]["S"] not in found:
-                item = io.get(item_key)
-                if item is not None:
-                    found[item_key[SK]["S"]] = item
-    return found.get(META_SK), found.get(GROUP_PREFIX + group)
