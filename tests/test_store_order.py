@@ -508,3 +508,17 @@ def test_a_group_item_left_from_before_the_key_went_idle_is_ignored(
         semaphore.acquire("e", f"B{i}", 1, group="B")
     semaphore.acquire("e", "A10", 1, group="A")
     assert [w.holder for w in semaphore.waiters("e")] == ["B0", "A10", "B1", "B2"]
+
+
+def test_groups_take_turns_alike_when_every_waiter_has_the_same_priority(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    """Only priority differences matter: with priority 2 for all, A's backlog and B still
+    alternate, as with priority 0."""
+    holders = _fill_limit(semaphore, "u2", 1)
+    for i in range(6):
+        semaphore.acquire("u2", f"A{i}", 1, group="A", priority=2)
+    for i in range(3):
+        semaphore.acquire("u2", f"B{i}", 1, group="B", priority=2)
+    order = _grant_order(semaphore, "u2", holders, 9)
+    assert order == ["A0", "B0", "A1", "B1", "A2", "B2", "A3", "A4", "A5"]
