@@ -4,12 +4,13 @@ that already has a lease gets back (renewed, claimed or revived)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from durable_semaphore import observability
 from durable_semaphore.errors import ContentionError, InvalidArgumentError
-from durable_semaphore.store import queue_requests, requests
+from durable_semaphore.store import ordering, queue_requests, requests
 from durable_semaphore.store.client import Cancelled, ConditionFailed, failed
 from durable_semaphore.store.core import MAX_ATTEMPTS, backoff
 from durable_semaphore.store.model import (
@@ -36,6 +37,7 @@ from durable_semaphore.store.schema import (
     decode_lease,
     encode_lease,
     life_of,
+    meta_key,
     num,
     queue_sk,
     slot_name,
@@ -67,6 +69,12 @@ class Attempt:
     arrival: int = 0
     #: Units of the limit the holder takes.
     weight: int = 1
+    #: Where it queues (store/ordering.py): higher priority first; groups take turns.
+    priority: int = 0
+    group: str | None = None
+    #: The counter as the last refused write returned it: a grouped join's place is computed
+    #: from it instead of a second read (a hand-off since then fails the join's condition).
+    counter_item: Mapping[str, Any] | None = None
     grants: list[Grant] = field(default_factory=list)
 
     @property
@@ -126,6 +134,7 @@ class Acquiring(Releasing):
                 lease = self._take(call, now, variants)
             except ConditionFailed as refused:
                 meta = Meta.parse(refused.item)
+                call.counter_item = refused.item
                 outcome = self._after_refusal(call, meta, now, variants, attempt, enqueue)
                 if isinstance(outcome, AcquireResult):
                     return outcome.with_grants(call.grants)
@@ -332,13 +341,15 @@ class Acquiring(Releasing):
     def _enqueue(self, call: Attempt, meta: Meta, now: float) -> AcquireResult | None:
         """Join the queue under the call's arrival number; None when a slot freed meanwhile.
         A number another waiter already has (a tie of clock and tiebreak, vanishingly rare)
-        is replaced by a fresh one."""
+        is replaced by a fresh one. A grouped join that raced another of its group, or a
+        hand-off that moved virtual time, reads the order again and retries."""
         queue_expires = math.ceil(now + call.queue_ttl)
         # Unread (a waiter joining first thing), the counter is taken to outlive the place:
         # its TTL covers the leases that fill the key, which usually live longer.
         longer = meta.needs_longer_life(queue_expires) if meta.exists else False
-        for _ in range(3):
-            marker, entry = self._queue_items(call, now, queue_expires)
+        for attempt in range(3 if call.group is None else MAX_ATTEMPTS):
+            place = self._place(call)
+            marker, entry = self._queue_items(call, place, now, queue_expires)
             items = queue_requests.enqueue(
                 self.table_name,
                 call.key,
@@ -349,6 +360,7 @@ class Acquiring(Releasing):
                 queue_expires,
                 longer_life=longer,
                 weight=call.weight,
+                place=place if call.group is not None else None,
             )
             try:
                 self.io.transact(items)
@@ -361,7 +373,10 @@ class Acquiring(Releasing):
                     call.arrival = self._next_seq(self._clock())
                     continue
                 if not failed(reasons[requests.ENQUEUE_META]):
-                    return None
+                    if call.group is None:
+                        return None
+                    backoff(attempt)  # another of the group joined first, or a conflict
+                    continue
                 seen = Meta.parse(reasons[requests.ENQUEUE_META].get("Item"))
                 mine = seen.lease_of(call.holder)
                 if mine is not None:
@@ -369,37 +384,56 @@ class Acquiring(Releasing):
                 must_wait = seen.exists and (
                     not seen.fits(call.weight, call.limit) or seen.nwait > 0
                 )
+                if must_wait and ordering.order_moved(
+                    reasons[requests.ENQUEUE_META].get("Item"), place
+                ):
+                    continue
                 if must_wait and seen.needs_longer_life(queue_expires) != longer:
                     longer = not longer
                     continue
                 return None
             # How many wait ahead, from the counter as last read (unknown without a read).
             ahead = max(0, meta.wseq - meta.served) if meta.exists else None
-            return AcquireResult(None, call.arrival, ahead=ahead)
+            return AcquireResult(None, place.seq, ahead=ahead)
         return None
 
+    def _place(self, call: Attempt) -> ordering.Place:
+        """Where the call's entry goes: its arrival number when plain (no read); a grouped
+        one reads its group's item, and the counter unless a refusal just returned it
+        (GetItem only: the roles of docs/guide.md and template.yaml grant nothing more)."""
+        if call.group is None:
+            return ordering.ungrouped_place(call.arrival, call.priority, self.aging)
+        counter, call.counter_item = call.counter_item, None  # a retry reads afresh
+        if counter is None:
+            counter = self.io.get(meta_key(call.key))
+        group_item = self.io.get(ordering.group_key(call.key, call.group))
+        return ordering.grouped_place(
+            call.arrival, call.priority, self.aging, call.group, counter, group_item
+        )
+
     def _queue_items(
-        self, call: Attempt, now: float, queue_expires: int
+        self, call: Attempt, place: ordering.Place, now: float, queue_expires: int
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The marker (``h#<holder>``) and the queue entry (``w#<seq>``) of a new waiter."""
         marker: dict[str, Any] = {
             PK: {"S": call.key},
             SK: {"S": HOLDER_PREFIX + call.holder},
             STATE: {"S": "queued"},
-            SEQ: {"N": str(call.arrival)},
+            SEQ: {"N": str(place.seq)},
             "acquired_at": num(now),
             TTL_ATTRIBUTE: num(queue_expires),
         }
         entry: dict[str, Any] = {
             PK: {"S": call.key},
-            SK: {"S": queue_sk(call.arrival)},
+            SK: {"S": queue_sk(place.seq)},
             HOLDER: {"S": call.holder},
-            SEQ: {"N": str(call.arrival)},
+            SEQ: {"N": str(place.seq)},
             "qexp": num(queue_expires),
             "lttl": num(call.ttl),
             "at": num(now),
             TTL_ATTRIBUTE: num(life_of(queue_expires)),
             QUEUE_LIMIT: {"N": str(call.limit)},
+            **ordering.entry_fields(place),
         }
         if call.weight != 1:
             entry[QUEUE_WEIGHT] = {"N": str(call.weight)}

@@ -16,6 +16,7 @@ from durable_semaphore import retry
 from durable_semaphore.store import requests
 from durable_semaphore.store.client import ConditionFailed, StoreIO
 from durable_semaphore.store.model import Waiter
+from durable_semaphore.store.ordering import DEFAULT_AGING
 from durable_semaphore.store.schema import (
     PK,
     QUEUE_PREFIX,
@@ -43,6 +44,9 @@ def backoff(attempt: int) -> None:
 
 class StoreCore:
     """Table, client, clock and skew margin, and the reads every layer needs."""
+
+    #: Rank units one priority level is worth in the queue's order (store/ordering.py).
+    aging: int = DEFAULT_AGING
 
     def __init__(
         self,

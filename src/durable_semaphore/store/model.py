@@ -17,6 +17,12 @@ DEFAULT_TTL_SECONDS = 86_400
 DEFAULT_QUEUE_TTL_SECONDS = 900
 #: Others reclaim a lease only once it is expired by more than this (clocks differ).
 DEFAULT_CLOCK_SKEW_SECONDS = 30.0
+#: A queue entry with a priority or a group is numbered ``ORDERED_BASE + rank * TIE_SPACE +
+#: (arrival % TIE_SPACE)``: one integer of at most 38 digits (what a DynamoDB number holds)
+#: that names its place, orders it by rank and then arrival, and sits above every plain
+#: arrival number, so its sort key is derived from the number alone (see store/ordering.py).
+ORDERED_BASE = 10**37
+TIE_SPACE = 10**18
 
 #: States of a lease: held by its owner, or handed to a waiter that has not claimed it yet.
 #: QUEUED is a waiter's marker, never a slot.
@@ -57,7 +63,12 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Waiter:
-    """One entry of a key's wait queue, oldest first by ``seq``."""
+    """One entry of a key's wait queue; the queue is ordered by :attr:`rank`, then arrival.
+
+    ``seq`` names the entry (the position its acquire returned): its arrival number for a
+    plain waiter, an ordered number (see :data:`ORDERED_BASE`) for one with a priority or a
+    group.
+    """
 
     key: str
     holder: str
@@ -71,9 +82,20 @@ class Waiter:
     #: Units of the limit it waits for, and the limit it waits under.
     weight: int = 1
     limit: int | None = None
+    #: ``acquire(priority=..., group=...)``; ``tag`` is a grouped entry's virtual start tag.
+    priority: int = 0
+    group: str | None = None
+    tag: int | None = None
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
+
+    @property
+    def rank(self) -> int:
+        """Where the entry stands: lower goes first (its arrival number when plain)."""
+        if self.seq < ORDERED_BASE:
+            return self.seq
+        return (self.seq - ORDERED_BASE) // TIE_SPACE
 
 
 @dataclass(frozen=True, slots=True)

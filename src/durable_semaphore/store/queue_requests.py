@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from durable_semaphore.store import ordering
 from durable_semaphore.store.requests import (
     KEY_FULL_OF_LIVE_LEASES,
     MUST_WAIT,
@@ -65,10 +66,12 @@ def enqueue(
     *,
     longer_life: bool,
     weight: int = 1,
+    place: ordering.Place | None = None,
 ) -> list[dict[str, Any]]:
     """Join the queue under the entry's own number (arrivals are counted in ``wseq``; nothing
     here depends on another arrival's number, so waiters that arrive together all get in at
-    their first attempt). The marker makes joining idempotent per holder."""
+    their first attempt). The marker makes joining idempotent per holder. A grouped entry
+    (``place``) also checks virtual time on the counter and writes its group's item."""
     expr = Expr(
         sets=[
             "#ws = if_not_exists(#ws, :zero) + :one",
@@ -80,11 +83,16 @@ def enqueue(
         values={":limit": {"N": str(limit)}, ":need": {"N": str(limit - weight + 1)}},
     )
     counter_write(expr, life=life_of(queue_expires), longer_life=longer_life)
-    return [
+    if place is not None:
+        ordering.join_counter(expr, place)
+    items = [
         {"Update": {"TableName": table, **expr.update(meta_key(key))}},
         _put_new(table, marker),
         _put_new(table, entry, return_old=False),
     ]
+    if place is not None and place.group is not None:
+        items.append(ordering.join_group(table, key, place, queue_expires))
+    return items
 
 
 def touch(
@@ -201,6 +209,8 @@ class Handover:
     lease: dict[str, Any]
     expires_at: int
     weight: int = 1
+    #: Virtual time after serving a grouped waiter (store/ordering.py); None otherwise.
+    vtime: int | None = None
 
 
 def handoff(
@@ -247,6 +257,7 @@ def handoff(
         expr.sets.append("#c = #c + :ww")
         expr.values[":ww"] = {"N": str(to.weight)}
     expr.values[":room"] = {"N": str((limit if limit is not None else 0) - to.weight + freed)}
+    ordering.join_vtime(expr, to.vtime)
     counter_write(
         expr,
         hint=to.expires_at,

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from durable_semaphore import observability
-from durable_semaphore.store import queue_requests, requests
+from durable_semaphore.store import ordering, queue_requests, requests
 from durable_semaphore.store.client import Cancelled, ConditionFailed, failed
 from durable_semaphore.store.core import MAX_ATTEMPTS, StoreCore, backoff
 from durable_semaphore.store.model import (
@@ -112,7 +112,13 @@ class Queueing(StoreCore):
             weight=waiter.weight,
         )
         return Handover(
-            waiter.seq, waiter.holder, slot_name(waiter.holder), lease, expires_at, waiter.weight
+            waiter.seq,
+            waiter.holder,
+            slot_name(waiter.holder),
+            lease,
+            expires_at,
+            waiter.weight,
+            ordering.served_vtime(waiter),
         )
 
     def _handoff(self, key: str, releaser: Fence, holder: str, waiter: Waiter) -> HandoffOutcome:

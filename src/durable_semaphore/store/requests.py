@@ -59,6 +59,8 @@ IDLE = "(attribute_not_exists(#c) OR #c <= :zero) AND (attribute_not_exists(#nw)
 # -- positions of transaction items ------------------------------------------------------------
 
 ENQUEUE_META, ENQUEUE_MARKER, ENQUEUE_ENTRY = 0, 1, 2
+#: A grouped join's fourth item: its group's item (store/ordering.py).
+ENQUEUE_GROUP = 3
 TOUCH_MARKER, TOUCH_ENTRY, TOUCH_KEY_CHECK = 0, 1, 2
 HANDOFF_META, HANDOFF_ENTRY, HANDOFF_MARKER = 0, 1, 2
 LEAVE_ENTRY, LEAVE_META, LEAVE_MARKER = 0, 1, 2

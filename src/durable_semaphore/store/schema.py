@@ -9,6 +9,10 @@ One partition per key (per shard of a sharded limit)::
                                     joining the queue idempotent per holder
     pk = <key>  sk = "w#<seq>"      the wait queue, in arrival order: holder, seq, qexp, lttl,
                                     at, cb, cbs, execution_arn, expires_at (TTL)
+    pk = <key>  sk = "w#<rank>.<tie>"  an entry with a priority or a group (pri, grp, tag), in
+                                    rank order among the plain ones (see ordering.py)
+    pk = <key>  sk = "g#<group>"    a group's last virtual tag (last, ve, expires_at (TTL));
+                                    the counter then carries vt and ve too
 
 A lease is an attribute of the counter item, so taking or freeing an uncontended slot writes
 one item, once (see docs/store.md for the designs measured against this one). Its attribute
@@ -26,7 +30,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from durable_semaphore.store.model import GRANTED, HELD, QUEUED, Lease, Waiter
+from durable_semaphore.store.model import (
+    GRANTED,
+    HELD,
+    ORDERED_BASE,
+    QUEUED,
+    TIE_SPACE,
+    Lease,
+    Waiter,
+)
 
 PK = "pk"
 SK = "sk"
@@ -65,6 +77,9 @@ HOLDER = "holder"
 ARN = "execution_arn"
 QUEUE_WEIGHT = "qw"  # units a waiter waits for, when more than 1
 QUEUE_LIMIT = "ql"  # the limit a waiter waits under
+QUEUE_PRIORITY = "pri"  # a waiter's priority, when not 0
+QUEUE_GROUP = "grp"  # a waiter's group, when it has one
+QUEUE_TAG = "tag"  # a grouped waiter's virtual start tag
 
 #: How long an idle counter item outlives the last expiry it covers. Long enough that a key
 #: in use is never swept under its users (a waiter checks in far more often), short enough
@@ -129,7 +144,13 @@ def holder_key(key: str, holder: str) -> dict[str, Any]:
 
 
 def queue_sk(seq: int) -> str:
-    return f"{QUEUE_PREFIX}{seq:0{SEQ_WIDTH}d}"
+    """An entry's sort key from its number: a plain arrival number as it always was, an
+    ordered one (priority or group) as ``<rank>.<tie>``, which sorts among the plain ones by
+    rank (a plain entry's rank is its arrival number)."""
+    if seq < ORDERED_BASE:
+        return f"{QUEUE_PREFIX}{seq:0{SEQ_WIDTH}d}"
+    rank, tie = divmod(seq - ORDERED_BASE, TIE_SPACE)
+    return f"{QUEUE_PREFIX}{rank:0{SEQ_WIDTH}d}.{tie:018d}"
 
 
 def queue_key(key: str, seq: int) -> dict[str, Any]:
@@ -242,6 +263,9 @@ def waiter_from_item(item: Mapping[str, Any]) -> Waiter:
         spare_callback_ids=tuple(v["S"] for v in item.get("cbs", {}).get("L", [])),
         weight=int(item[QUEUE_WEIGHT]["N"]) if QUEUE_WEIGHT in item else 1,
         limit=int(item[QUEUE_LIMIT]["N"]) if QUEUE_LIMIT in item else None,
+        priority=int(item[QUEUE_PRIORITY]["N"]) if QUEUE_PRIORITY in item else 0,
+        group=item[QUEUE_GROUP]["S"] if QUEUE_GROUP in item else None,
+        tag=int(item[QUEUE_TAG]["N"]) if QUEUE_TAG in item else None,
     )
 
 

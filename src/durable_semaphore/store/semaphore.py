@@ -21,6 +21,7 @@ from durable_semaphore.store.model import (
     SlotCount,
     Waiter,
 )
+from durable_semaphore.store.ordering import DEFAULT_AGING
 from durable_semaphore.store.schema import (
     HOLDER_PREFIX,
     QUEUE_PREFIX,
@@ -28,12 +29,15 @@ from durable_semaphore.store.schema import (
     waiter_from_item,
 )
 from durable_semaphore.store.validate import (
+    validate_aging,
     validate_arn,
     validate_clock_skew,
+    validate_group,
     validate_holder,
     validate_key,
     validate_limit,
     validate_position,
+    validate_priority,
     validate_table_name,
     validate_token,
     validate_ttl,
@@ -56,6 +60,11 @@ class DynamoDBSemaphore(Acquiring):
     lease as ending at ``expires_at`` (its renew and release use its own clock), but others
     reclaim it only once it is expired by more than ``clock_skew_seconds``. No slot is ever
     over-admitted while the clocks of the clients sharing a key differ by less than that.
+
+    ``aging`` is what one priority level is worth in the queue, in rank units (a second of
+    arrival for an ungrouped waiter, one turn of its group for a grouped one): a waiter is
+    passed by waiters of higher priority only within that many units per level (the bound is
+    in :mod:`durable_semaphore.store.ordering`).
     """
 
     def __init__(
@@ -67,13 +76,16 @@ class DynamoDBSemaphore(Acquiring):
         region_name: str | None = None,
         clock: Callable[[], float] = time.time,
         clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
+        aging: int = DEFAULT_AGING,
     ) -> None:
         validate_table_name(table_name)
         skew = validate_clock_skew(clock_skew_seconds)
+        order_aging = validate_aging(aging)
         if client is None:
             # Our errors, not botocore's, for no region or a malformed endpoint URL.
             client = create_client(endpoint_url=endpoint_url, region_name=region_name)
         super().__init__(table_name, client, clock, skew)
+        self.aging = order_aging
 
     # -- the table ----------------------------------------------------------------------------
 
@@ -131,6 +143,8 @@ class DynamoDBSemaphore(Acquiring):
         token: str | None = None,
         queue_first: bool = False,
         weight: int = 1,
+        priority: int = 0,
+        group: str | None = None,
     ) -> AcquireResult:
         """Take a slot, or join the key's FIFO queue and wait for one to be handed over.
 
@@ -145,6 +159,10 @@ class DynamoDBSemaphore(Acquiring):
         queue before trying for a slot: one request instead of two when the key is still full.
         ``weight`` is how many units of the limit the holder takes (1 to ``limit``): a lease
         holds them all or none, and the queue serves its head first whatever it weighs.
+        ``priority`` (-1000 to 1000, higher first) and ``group`` (a name; groups take turns,
+        FIFO within one) decide where a waiter queues (:mod:`.ordering`: each priority level
+        is worth ``aging`` rank units, so no waiter starves); with neither it queues by
+        arrival, as it always did. They never let a newcomer past a waiter to a free slot.
         Nothing is written on bad input.
         """
         validate_key(key)
@@ -160,6 +178,8 @@ class DynamoDBSemaphore(Acquiring):
             callbacks=callbacks_of(callback_id, spare_callback_ids),
             token=validate_token(token),
             weight=validate_weight(weight, limit),
+            priority=validate_priority(priority),
+            group=validate_group(group),
         )
         validate_position(position)
         # Arrival order is the order of first tries: the queue number is stamped once, before
@@ -198,7 +218,8 @@ class DynamoDBSemaphore(Acquiring):
         return leases + [marker for marker in markers if marker.is_live(now)]
 
     def waiters(self, key: str) -> list[Waiter]:
-        """The wait queue of ``key``, oldest first (dead entries included until dropped)."""
+        """The wait queue of ``key`` in the order it is served (dead entries included until
+        dropped): by rank, then arrival; by arrival alone without priorities or groups."""
         validate_key(key)
         return [waiter_from_item(item) for item in self._query_items(key, QUEUE_PREFIX)]
 

@@ -193,3 +193,44 @@ def validate_table_name(table_name: object) -> str:
             "(DynamoDB's rule), or a table ARN",
         )
     return table_name
+
+
+#: Priorities a waiter may have: enough levels for any policy, and small enough that a rank
+#: (arrival less priority times ageing) stays within its 20 digits.
+MAX_PRIORITY = 1000
+#: A group's name is part of a sort key (``g#<group>``) and is stored on each of its entries.
+MAX_GROUP_BYTES = 256
+#: Ageing, in rank units per priority level (see store/ordering.py).
+MAX_AGING = 1_000_000
+
+
+def validate_priority(priority: object) -> int:
+    """A waiter's priority: an integer from -MAX_PRIORITY to MAX_PRIORITY (higher first)."""
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise InvalidArgumentError(
+            "priority", priority, f"must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}"
+        )
+    return priority
+
+
+def validate_group(group: object) -> str | None:
+    """A fair-sharing group: None, or a non-empty string of at most MAX_GROUP_BYTES."""
+    if group is None:
+        return None
+    if not isinstance(group, str) or not group:
+        raise InvalidArgumentError("group", group, "must be a non-empty string or None")
+    if len(utf8("group", group)) > MAX_GROUP_BYTES:
+        raise InvalidArgumentError("group", group, f"is over {MAX_GROUP_BYTES} bytes")
+    return group
+
+
+def validate_aging(aging: object) -> int:
+    """Rank units one priority level is worth: an integer from 1 (a priority never starves
+    a lower one for good) to MAX_AGING."""
+    if isinstance(aging, bool) or not isinstance(aging, int) or not 1 <= aging <= MAX_AGING:
+        raise InvalidArgumentError("aging", aging, f"must be an integer from 1 to {MAX_AGING:,}")
+    return aging
