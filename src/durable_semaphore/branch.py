@@ -84,6 +84,8 @@ class Scope:
     released_here: bool = False
     #: Units each branch (by holder id) takes, when not 1.
     weights: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Each branch's (priority, group) in the queue, when not (0, None).
+    orders: dict[str, tuple[int, str | None]] = dataclasses.field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -125,6 +127,10 @@ class Slot:
 
     def weight_of(self, holder: str) -> int:
         return self.scope.weights.get(holder, 1)
+
+    def queue_order(self, holder: str) -> tuple[int, str | None]:
+        """The ``(priority, group)`` a waiter joins the queue with ((0, None): plain FIFO)."""
+        return self.scope.orders.get(holder, (0, None))
 
     def stored_key(self, holder: str) -> str:
         """The key ``holder``'s lease is stored under (its shard of this slot's key): what
@@ -208,10 +214,14 @@ def run_gated(
     # The index (public: the SDK passes it to map functions) identifies the branch within its
     # map as well as its operation id does, and reads better in `durable-semaphore status`.
     holder = first.limiter.holder_id(first.execution_arn, first.operation_id, str(index))
+    source = index if item is None else item
     for scope in scopes:
-        weight = scope.limiter.weight_of(index if item is None else item, scope.limit)
+        weight = scope.limiter.weight_of(source, scope.limit)
         if weight != 1:
             scope.weights[holder] = weight
+        order = scope.limiter.queue_order(source)
+        if order != (0, None):
+            scope.orders[holder] = order
     slots = slots_of(scopes, index)
     held = _gate_all(slots, ctx, holder)
     if held is None:

@@ -44,7 +44,12 @@ from durable_semaphore.store import (
     ReleaseResult,
 )
 from durable_semaphore.store.shards import all_shards, min_shards, placement
-from durable_semaphore.store.validate import validate_ttl, validate_weight
+from durable_semaphore.store.validate import (
+    validate_group,
+    validate_priority,
+    validate_ttl,
+    validate_weight,
+)
 from durable_semaphore.wake import (
     WAKER_ENV_VAR,
     LambdaCallbackWaker,
@@ -118,11 +123,17 @@ class DynamoDBLimiter(StoreAccess):
         clock_skew_seconds: float | None = None,
         shards: int | None = None,
         weight: int | Callable[[Any], int] = 1,
+        priority: int | Callable[[Any], int] = 0,
+        fair_by: Callable[[Any], str] | None = None,
     ) -> None:
         check_scope(name, limit)
         check_shards(shards, limit)
         if not callable(weight):
             validate_weight(weight, limit)
+        if not callable(priority):
+            validate_priority(priority)
+        if fair_by is not None and not callable(fair_by):
+            raise InvalidArgumentError("fair_by", fair_by, "must be a function of the item or None")
         validate_ttl(ttl_seconds)  # the store's rule, so a bad TTL fails here, not per branch
         check_backoff(initial_delay_seconds, backoff_multiplier, max_delay_seconds)
         check_waking(wake_timeout_seconds, local_wait_seconds, waker)
@@ -143,6 +154,13 @@ class DynamoDBLimiter(StoreAccess):
         #: parallel's branch index) returning one. Deterministic, like everything a replay
         #: computes again.
         self.weight = weight
+        #: Order among waiters: higher first, FIFO within a priority, with ageing (a waiter is
+        #: passed only by those that came less than ``aging`` seconds per level after it; see
+        #: docs/store.md). An int, or a function of the item.
+        self.priority = priority
+        #: A function of the item naming its group: the queue serves groups in round robin,
+        #: FIFO within a group (start-time fair queuing; docs/store.md). None: one FIFO.
+        self.fair_by = fair_by
         self.initial_delay_seconds = float(initial_delay_seconds)
         self.backoff_multiplier = float(backoff_multiplier)
         self.max_delay_seconds = float(max_delay_seconds)
@@ -170,6 +188,18 @@ class DynamoDBLimiter(StoreAccess):
         sharded): our error, before any durable operation, for one that could never fit."""
         weight = self.weight(item) if callable(self.weight) else self.weight
         return validate_weight(weight, limit // self.shards_for(limit))
+
+    def queue_order(self, item: Any) -> tuple[int, str | None]:
+        """``(priority, group)`` of a branch of ``item``: our error, before any durable
+        operation, for a bad one."""
+        priority = self.priority(item) if callable(self.priority) else self.priority
+        group = self.fair_by(item) if self.fair_by is not None else None
+        try:
+            return validate_priority(priority), validate_group(group)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(
+                exc.name, exc.value, f"{exc.reason} (computed for item {item!r})"
+            ) from None
 
     def shards_for(self, limit: int) -> int:
         """How many counter items carry ``limit``: as configured, but never fewer than the
@@ -263,6 +293,8 @@ class DynamoDBLimiter(StoreAccess):
         queue_first: bool = False,
         wake: bool = True,
         weight: int = 1,
+        priority: int = 0,
+        group: str | None = None,
     ) -> AcquireResult:
         """Take a slot or keep a place in the queue (see :meth:`DynamoDBSemaphore.acquire`),
         for the limiter's lease TTL unless ``ttl_seconds`` is given; wakes any waiter the call
@@ -284,6 +316,8 @@ class DynamoDBLimiter(StoreAccess):
             enqueue=enqueue,
             queue_first=queue_first,
             weight=weight,
+            priority=priority,
+            group=group,
         )
         if result.ahead is not None:
             observability.lease_queued(stored, holder, result.ahead)

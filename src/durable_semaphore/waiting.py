@@ -173,6 +173,8 @@ class Scope(Protocol):
 
     def weight_of(self, holder: str) -> int: ...
 
+    def queue_order(self, holder: str) -> tuple[int, str | None]: ...
+
 
 def replay_token(holder: str) -> str:
     """The token an uncontended gate gives a fresh lease: derived from the holder id, so a
@@ -277,6 +279,7 @@ def _decided(
 
 def _acquire_now(scope: Scope, holder: str, **options: Any) -> dict[str, Any]:
     """One acquire-or-queue against the store, as a checkpointable dict."""
+    priority, group = scope.queue_order(holder)
     try:
         result: AcquireResult = scope.limiter.acquire(
             scope.key,
@@ -285,6 +288,8 @@ def _acquire_now(scope: Scope, holder: str, **options: Any) -> dict[str, Any]:
             execution_arn=scope.execution_arn,
             token=replay_token(holder),
             weight=scope.weight_of(holder),
+            priority=priority,
+            group=group,
             **options,
         )
     except Exception as exc:
