@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from durable_semaphore import DynamoDBSemaphore, InvalidArgumentError
+from durable_semaphore.limiter import DynamoDBLimiter
 from durable_semaphore.store import MAX_LIMIT, queue_requests, requests
 from durable_semaphore.store.overrides import PINNED_LIFE
 from durable_semaphore.store.schema import IDLE_GRACE_SECONDS, Meta
@@ -391,13 +392,54 @@ def test_a_bad_limit_is_our_error_and_writes_nothing(
     with pytest.raises(InvalidArgumentError) as raised:
         semaphore.set_limit("k", limit)
     assert raised.value.name == "limit"
+    limiter = DynamoDBLimiter(semaphore=semaphore, waker=None)
+    with pytest.raises(InvalidArgumentError):
+        limiter.set_limit("k", limit)
     assert _rows(semaphore) == []
 
 
 @pytest.mark.parametrize("key", ["", None, 7, "x" * 3000])
 def test_a_bad_key_is_our_error_and_writes_nothing(semaphore: DynamoDBSemaphore, key: Any) -> None:
-    for call in (lambda: semaphore.set_limit(key, 3), lambda: semaphore.clear_limit(key)):
+    limiter = DynamoDBLimiter(semaphore=semaphore, waker=None)
+    for call in (
+        lambda: semaphore.set_limit(key, 3),
+        lambda: semaphore.clear_limit(key),
+        lambda: limiter.set_limit(key, 3),
+        lambda: limiter.clear_limit(key),
+    ):
         with pytest.raises(InvalidArgumentError) as raised:
             call()
         assert raised.value.name == "key"
     assert _rows(semaphore) == []
+
+
+# -- sharded limits ------------------------------------------------------------------------------
+
+
+def test_a_sharded_override_gives_each_shard_its_share(semaphore: DynamoDBSemaphore) -> None:
+    limiter = DynamoDBLimiter(semaphore=semaphore, waker=None, shards=3)
+    assert limiter.stored_keys("hot", 150) == ["hot#0of3", "hot#1of3", "hot#2of3"]
+    limiter.set_limit("hot", 7, code_limit=150)
+    shares = {row["pk"]["S"]: int(row["ol"]["N"]) for row in meta_rows(semaphore)}
+    assert shares == {"hot#0of3": 3, "hot#1of3": 2, "hot#2of3": 2}
+    in_force = limiter.limit_in_force("hot", 150)
+    assert (in_force.limit, in_force.source) == (7, "set-limit")
+    assert in_force.describe().startswith("7 (set-limit at ")
+    # The shards are the code's: a limit that leaves a shard without a slot is refused.
+    with pytest.raises(InvalidArgumentError, match="3 shards"):
+        limiter.set_limit("hot", 2, code_limit=150)
+    assert {row["pk"]["S"]: int(row["ol"]["N"]) for row in meta_rows(semaphore)} == shares
+    limiter.clear_limit("hot", code_limit=150)
+    assert limiter.limit_in_force("hot", 150) == (150, "code", None)
+    assert limiter.limit_in_force("hot", shards=3).limit is None  # nothing admitted yet
+
+
+def test_the_limiter_wakes_the_waiters_a_raise_admits(semaphore: DynamoDBSemaphore) -> None:
+    limiter = DynamoDBLimiter(semaphore=semaphore, waker=None)
+    woken: list[str] = []
+    limiter.wake = lambda grant, **_: woken.append(grant.holder)  # type: ignore[method-assign]
+    limiter.acquire("k", "a", 1)
+    limiter.acquire("k", "w", 1)
+    grants = limiter.set_limit("k", 2)
+    assert [g.holder for g in grants] == woken == ["w"]
+    assert limiter.limit_in_force("k", 1).limit == 2
