@@ -30,7 +30,7 @@ from durable_semaphore.store.overrides import StoredLimit
 from durable_semaphore.store.shards import override_shares, shard_key, shard_limit
 from durable_semaphore.store.validate import validate_key, validate_limit
 
-__all__ = ["LimitInForce", "StoreAccess"]
+__all__ = ["CODE", "SET_LIMIT", "LimitInForce", "StoreAccess", "limit_of"]
 
 #: Where a limit in force comes from (:attr:`LimitInForce.source`).
 SET_LIMIT = "set-limit"
@@ -74,6 +74,21 @@ def _check_store_options(
                 clock_skew_seconds,
                 "set it on the DynamoDBSemaphore you pass (semaphore=), not on both",
             )
+
+
+def limit_of(stored: list[StoredLimit], code_limit: int | None) -> LimitInForce:
+    """The limit in force over the stored keys of one logical key (its shards, in order):
+    each one's override, else its share of ``code_limit``, else the code's limit it last
+    recorded; the source is ``"set-limit"`` (at the latest setting) when any has one."""
+    total: int | None = 0
+    for index, one in enumerate(stored):
+        share = shard_limit(code_limit, len(stored), index) if code_limit else one.code_limit
+        part = one.override if one.override is not None else share
+        total = None if total is None or part is None else total + part
+    set_at = [one.set_at for one in stored if one.set_at is not None]
+    if set_at:
+        return LimitInForce(total, SET_LIMIT, max(set_at))
+    return LimitInForce(total, CODE)
 
 
 class StoreAccess:
@@ -273,16 +288,7 @@ class StoreAccess:
         Over shards, the shares add up (each shard's override, else its share of the code's
         limit); the source is ``"set-limit"`` when any shard has one."""
         keys = self._limit_keys(key, code_limit, shards)
-        stored = [self.stored_limit(one) for one in keys]
-        total: int | None = 0
-        for index, one in enumerate(stored):
-            share = shard_limit(code_limit, len(keys), index) if code_limit else one.code_limit
-            part = one.override if one.override is not None else share
-            total = None if total is None or part is None else total + part
-        set_at = [one.set_at for one in stored if one.set_at is not None]
-        if set_at:
-            return LimitInForce(total, SET_LIMIT, max(set_at))
-        return LimitInForce(total, CODE)
+        return limit_of([self.stored_limit(one) for one in keys], code_limit)
 
     def stored_limit(self, key: str) -> StoredLimit:
         """What the counter of the stored ``key`` says of its limit (one read)."""
