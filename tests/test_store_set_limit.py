@@ -443,3 +443,35 @@ def test_the_limiter_wakes_the_waiters_a_raise_admits(semaphore: DynamoDBSemapho
     grants = limiter.set_limit("k", 2)
     assert [g.holder for g in grants] == woken == ["w"]
     assert limiter.limit_in_force("k", 1).limit == 2
+
+
+# -- cost ----------------------------------------------------------------------------------------
+
+
+def _cycle_cost(sem: DynamoDBSemaphore, key: str) -> tuple[dict[str, int], float]:
+    """Requests and write units of three uncontended acquire+release cycles, and of a
+    contended one (refused, queued, handed over, claimed)."""
+    with traffic(sem.client) as seen:
+        for n in range(3):
+            assert sem.acquire(key, f"c{n}", 2).held
+            assert sem.release(key, f"c{n}")
+        sem.acquire(key, "x1", 2)
+        sem.acquire(key, "x2", 2)
+        waiting = sem.acquire(key, "y", 2)
+        sem.release_slot(key, "x1", waiters_likely=True)
+        assert sem.acquire(key, "y", 2, position=waiting.position).held
+        sem.release(key, "y")
+        sem.release(key, "x2")
+    return dict(seen.calls), seen.write_units
+
+
+def test_an_override_costs_no_request_once_known(semaphore: DynamoDBSemaphore) -> None:
+    plain = _cycle_cost(semaphore, "plain")
+    semaphore.set_limit("set", 2)
+    semaphore.acquire("set", "warm", 2)  # the belief is this object's: learnt at set_limit
+    semaphore.release("set", "warm")
+    overridden = _cycle_cost(semaphore, "set")
+    print(f"\nwithout an override {plain}; with one {overridden}")
+    assert overridden == plain
+    # Acquire, release: one write each; the contended cycle as without the feature.
+    assert plain[0]["UpdateItem"] == 3 * 2 + 6 and plain[0]["TransactWriteItems"] == 3
