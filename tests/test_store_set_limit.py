@@ -96,6 +96,31 @@ def test_control_the_override_write_alone_leaves_the_waiters_waiting(
     assert _leases_in_row(semaphore, "k") == 2
 
 
+def _lowered_with_waiters(sem: DynamoDBSemaphore) -> None:
+    sem.set_limit("k", 1)
+    assert sem.acquire("k", "a", 3).held
+    for holder in ("w1", "w2", "w3"):
+        assert sem.acquire("k", holder, 3).queued  # the override (1), not the code's 3
+
+
+def test_clearing_admits_the_waiters_that_fit_under_the_codes_limit(
+    semaphore: DynamoDBSemaphore,
+) -> None:
+    _lowered_with_waiters(semaphore)
+    grants = semaphore.clear_limit("k")  # up to 3, the limit the code last passed
+    assert [grant.holder for grant in grants] == ["w1", "w2"]
+    assert _leases_in_row(semaphore, "k") == 3
+    assert semaphore.read_limit("k").override is None
+
+
+def test_control_removing_the_override_alone_admits_nobody(semaphore: DynamoDBSemaphore) -> None:
+    _lowered_with_waiters(semaphore)
+    meta = semaphore._read_meta("k")
+    semaphore.io.update(**requests.clear_override("k", meta.version, semaphore.now() + 60))
+    assert _leases_in_row(semaphore, "k") == 1
+    assert len(semaphore.waiters("k")) == 3
+
+
 # -- 2. lowering ---------------------------------------------------------------------------------
 
 
