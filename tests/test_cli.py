@@ -308,7 +308,7 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     out = _help(capsys)
     for line in DOCUMENTED_EXIT_CODES.values():
         assert line in out
-    for command in ("demo", "status", "release", "reap", "create-table"):
+    for command in ("demo", "status", "release", "set-limit", "reap", "create-table"):
         assert command in out
     codes = {v for k, v in vars(cli).items() if k.startswith("EXIT_") and isinstance(v, int)}
     assert codes == set(DOCUMENTED_EXIT_CODES)  # a new code must be documented here and there
@@ -674,3 +674,58 @@ def test_malformed_endpoints_and_regions_raise_our_errors(monkeypatch: pytest.Mo
         with pytest.raises(ConfigurationError, match="AWS_ENDPOINT_URL_DYNAMODB") as exc:
             DynamoDBSemaphore("t-x", region_name="us-east-1")
         assert exc.value.setting == "endpoint_url"
+
+
+def test_set_limit_raises_a_key_admits_its_waiters_and_status_names_the_source(
+    ddb_endpoint: str, semaphore: DynamoDBSemaphore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = local(ddb_endpoint, semaphore.table_name)
+    for holder in ("a", "b", "w1", "w2", "w3"):
+        semaphore.acquire("orders", holder, 2)
+    code, out, _ = run(capsys, "status", "orders", *where)
+    assert code == cli.EXIT_OK and "limit      2 (code)" in out
+    code, out, _ = run(capsys, "status", "orders", "--limit", "5", *where)
+    assert "limit      5 (--limit)" in out
+
+    code, out, _ = run(capsys, "set-limit", "orders", "4", *where)
+    assert code == cli.EXIT_OK
+    assert "set to 4 (was 2 (code))" in out and "2 waiter(s) admitted: w1, w2" in out
+    assert [w.holder for w in semaphore.waiters("orders")] == ["w3"]
+    code, out, _ = run(capsys, "status", "orders", "--limit", "2", "--json", *where)
+    doc = json.loads(out)
+    assert (doc["limit"], doc["limit_source"]) == (4, "set-limit") and doc["limit_set_at"]
+    code, out, _ = run(capsys, "status", "orders", *where)
+    assert "limit      4 (set-limit at 20" in out
+
+    code, out, _ = run(capsys, "set-limit", "orders", "--clear", *where)
+    assert code == cli.EXIT_OK and "cleared (was 4 (set-limit at" in out
+    code, out, _ = run(capsys, "status", "orders", *where)
+    assert "limit      2 (code)" in out
+
+
+def test_set_limit_on_shards_and_its_bad_input(
+    ddb_endpoint: str, semaphore: DynamoDBSemaphore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = local(ddb_endpoint, semaphore.table_name)
+    code, _, _ = run(capsys, "set-limit", "hot", "7", "--shards", "3", *where)
+    assert code == cli.EXIT_OK
+    code, out, _ = run(capsys, "status", "hot", "--limit", "150", "--shards", "3", "--json", *where)
+    doc = json.loads(out)
+    assert doc["limit"] == 7 and [s["limit"] for s in doc["shards"]] == [3, 2, 2]
+    code, out, _ = run(capsys, "status", "hot", "--limit", "150", "--shards", "3", *where)
+    assert "3 shards, 0 live lease(s), 0 waiting, limit 7 (set-limit at" in out
+    before = semaphore.client.scan(TableName=semaphore.table_name)["Items"]
+    for argv, fragment in (
+        (["set-limit", "hot", "2", "--shards", "3"], "3 shards"),  # a shard without a slot
+        (["set-limit", "hot", "0"], "invalid limit=0"),
+        (["set-limit", "hot"], "--clear"),
+        (["set-limit", "hot", "3", "--clear"], "--clear"),
+        (["set-limit", "", "3"], "invalid key"),
+    ):
+        code, _, err = run(capsys, *argv, *where)
+        assert code == cli.EXIT_USAGE and fragment in err, (argv, err)
+    assert semaphore.client.scan(TableName=semaphore.table_name)["Items"] == before
+    code, out, _ = run(capsys, "set-limit", "hot", "--clear", "--shards", "3", *where)
+    assert code == cli.EXIT_OK
+    code, out, _ = run(capsys, "status", "hot", "--limit", "150", "--shards", "3", *where)
+    assert "limit 150 (--limit)" in out

@@ -34,6 +34,7 @@ from durable_semaphore.store.model import (
     ReclaimResult,
     ReleaseResult,
 )
+from durable_semaphore.store.overrides import NO_OVERRIDE
 from durable_semaphore.store.requests import (
     HANDOFF_ENTRY,
     HANDOFF_MARKER,
@@ -160,7 +161,7 @@ def _acquire_params(
 ) -> dict[str, Any]:
     """The single-item acquire of ``holder`` (token ``token``) on key ``k``."""
     sets = ["#l = :lease", "#c = if_not_exists(#c, :zero) + :w", "#lim = :limit", BUMP_VERSION]
-    conditions = [SLOT_FREE, NOBODY_WAITS, NO_LEASE_YET]
+    conditions = [SLOT_FREE, NOBODY_WAITS, NO_LEASE_YET, NO_OVERRIDE]
     if hint == "keep":
         sets.append(KEEP_HINT_SET)
         conditions.append(KEEP_HINT_IF)
@@ -182,6 +183,7 @@ def _acquire_params(
             "#c": "count",
             "#nw": "nwait",
             "#lim": "lim",
+            "#ol": "ol",
             "#v": "ver",
             "#xh": "xh",
             "#e": "expires_at",
@@ -442,7 +444,7 @@ def test_a_release_with_waiters_hands_the_slot_over_in_one_transaction(
             "ConditionExpression": (
                 "#nw > :zero AND attribute_not_exists(#w) AND #c <= :room AND attribute_exists(#l)"
                 " AND #l.#lx > :now AND #l.#lt = :tok AND attribute_not_exists(#l.#lw)"
-                f" AND {KEEP_HINT_IF} AND {RAISE_LIFE_IF}"
+                f" AND {NO_OVERRIDE} AND {KEEP_HINT_IF} AND {RAISE_LIFE_IF}"
             ),
             "ExpressionAttributeNames": {
                 "#w": SLOT_W1,
@@ -453,6 +455,7 @@ def test_a_release_with_waiters_hands_the_slot_over_in_one_transaction(
                 "#lx": "x",
                 "#lt": "t",
                 "#lw": "w",
+                "#ol": "ol",
                 "#v": "ver",
                 "#xh": "xh",
                 "#e": "expires_at",
@@ -530,7 +533,7 @@ def test_a_refused_acquire_joins_the_queue_in_one_transaction(
         ),
         "ConditionExpression": (
             "attribute_exists(#c) AND (#c >= :need OR #nw > :zero) AND attribute_not_exists(#l)"
-            f" AND {RAISE_LIFE_IF}"
+            f" AND {NO_OVERRIDE} AND {RAISE_LIFE_IF}"
         ),
         "ExpressionAttributeNames": {
             "#c": "count",
@@ -538,6 +541,7 @@ def test_a_refused_acquire_joins_the_queue_in_one_transaction(
             "#ws": "wseq",
             "#lim": "lim",
             "#l": SLOT_W1,
+            "#ol": "ol",
             "#v": "ver",
             "#e": "expires_at",
         },
@@ -645,8 +649,10 @@ def test_a_waiter_checks_in_with_one_transaction_that_also_checks_the_key(
                     "ConditionCheck": {
                         "TableName": TABLE,
                         "Key": META_KEY,
-                        "ConditionExpression": requests.KEY_FULL_OF_LIVE_LEASES,
-                        "ExpressionAttributeNames": {"#c": "count", "#xh": "xh"},
+                        "ConditionExpression": (
+                            f"{requests.KEY_FULL_OF_LIVE_LEASES} AND {NO_OVERRIDE}"
+                        ),
+                        "ExpressionAttributeNames": {"#c": "count", "#xh": "xh", "#ol": "ol"},
                         "ExpressionAttributeValues": {
                             ":lim": {"N": "1"},
                             ":cutoff": {"N": "1699999970.25"},

@@ -9,23 +9,50 @@ ones (reads, renewals, scans, table admin); the limiter adds the ones that wake 
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from durable_semaphore import deadline as budget
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.settings import resolve_table_name
 from durable_semaphore.store import (
     DynamoDBSemaphore,
+    Grant,
     Lease,
     ReclaimResult,
     SlotCount,
     Waiter,
     validate_clock_skew,
 )
+from durable_semaphore.store.overrides import StoredLimit
+from durable_semaphore.store.shards import override_shares, shard_key, shard_limit
+from durable_semaphore.store.validate import validate_key, validate_limit
 
-__all__ = ["StoreAccess"]
+__all__ = ["CODE", "SET_LIMIT", "LimitInForce", "StoreAccess", "limit_of"]
+
+#: Where a limit in force comes from (:attr:`LimitInForce.source`).
+SET_LIMIT = "set-limit"
+CODE = "code"
+
+
+class LimitInForce(NamedTuple):
+    """The limit admissions on a key count against, and where it comes from: ``"set-limit"``
+    (set at run time, at ``set_at``), or ``"code"`` (the limit the callers pass: the one
+    given, else the one the counter last recorded; None when neither is known)."""
+
+    limit: int | None
+    source: str
+    set_at: float | None = None
+
+    def describe(self) -> str:
+        """``8 (set-limit at 2026-12-06T09:40Z)`` or ``5 (code)``, as ``status`` shows it."""
+        shown = "unknown" if self.limit is None else str(self.limit)
+        if self.source == SET_LIMIT and self.set_at is not None:
+            when = datetime.datetime.fromtimestamp(self.set_at, datetime.UTC)
+            return f"{shown} (set-limit at {when.strftime('%Y-%m-%dT%H:%MZ')})"
+        return f"{shown} ({self.source})"
 
 
 def _check_store_options(
@@ -47,6 +74,21 @@ def _check_store_options(
                 clock_skew_seconds,
                 "set it on the DynamoDBSemaphore you pass (semaphore=), not on both",
             )
+
+
+def limit_of(stored: list[StoredLimit], code_limit: int | None) -> LimitInForce:
+    """The limit in force over the stored keys of one logical key (its shards, in order):
+    each one's override, else its share of ``code_limit``, else the code's limit it last
+    recorded; the source is ``"set-limit"`` (at the latest setting) when any has one."""
+    total: int | None = 0
+    for index, one in enumerate(stored):
+        share = shard_limit(code_limit, len(stored), index) if code_limit else one.code_limit
+        part = one.override if one.override is not None else share
+        total = None if total is None or part is None else total + part
+    set_at = [one.set_at for one in stored if one.set_at is not None]
+    if set_at:
+        return LimitInForce(total, SET_LIMIT, max(set_at))
+    return LimitInForce(total, CODE)
 
 
 class StoreAccess:
@@ -189,3 +231,86 @@ class StoreAccess:
     def create_table(self, *, wait: bool = True) -> bool:
         """Create the lease table if missing (True if this call did); for the CLI and tests."""
         return self.semaphore.create_table(wait=wait)
+
+    # -- limits set at run time -------------------------------------------------------------------
+
+    def set_limit(
+        self,
+        key: str,
+        limit: int,
+        *,
+        code_limit: int | None = None,
+        shards: int | None = None,
+        wake: bool = True,
+    ) -> tuple[Grant, ...]:
+        """Make ``limit`` the limit of the logical ``key``, whatever the code passes, until
+        :meth:`clear_limit`. A sharded limit (``code_limit`` with the limiter's shards, or
+        ``shards``, the count its keys are stored in) gives each shard its share of ``limit``
+        by the code's rule; a limit below the shard count is refused.
+
+        Raising admits waiters at once (woken here unless ``wake=False``; the grants come
+        back either way); lowering revokes nobody (store/overrides.py). Nothing is written on
+        bad input.
+        """
+        validate_limit(limit)
+        keys = self._limit_keys(key, code_limit, shards)
+        shares = override_shares(limit, len(keys))
+        grants: list[Grant] = []
+        for stored, share in zip(keys, shares, strict=True):
+            grants.extend(self.semaphore.set_limit(stored, share))
+        if wake:
+            self._wake_all(grants)
+        return tuple(grants)
+
+    def clear_limit(
+        self,
+        key: str,
+        *,
+        code_limit: int | None = None,
+        shards: int | None = None,
+        wake: bool = True,
+    ) -> tuple[Grant, ...]:
+        """Return the logical ``key`` to the code's limit (see :meth:`set_limit` for
+        ``code_limit`` and ``shards``). Waiters that now fit are admitted and woken."""
+        keys = self._limit_keys(key, code_limit, shards)
+        grants: list[Grant] = []
+        for index, stored in enumerate(keys):
+            share = shard_limit(code_limit, len(keys), index) if code_limit else None
+            grants.extend(self.semaphore.clear_limit(stored, share))
+        if wake:
+            self._wake_all(grants)
+        return tuple(grants)
+
+    def limit_in_force(
+        self, key: str, code_limit: int | None = None, *, shards: int | None = None
+    ) -> LimitInForce:
+        """The limit of the logical ``key`` now, and its source: one read per stored key.
+        Over shards, the shares add up (each shard's override, else its share of the code's
+        limit); the source is ``"set-limit"`` when any shard has one."""
+        keys = self._limit_keys(key, code_limit, shards)
+        return limit_of([self.stored_limit(one) for one in keys], code_limit)
+
+    def stored_limit(self, key: str) -> StoredLimit:
+        """What the counter of the stored ``key`` says of its limit (one read)."""
+        return self.semaphore.read_limit(key)
+
+    def _limit_keys(self, key: str, code_limit: int | None, shards: int | None) -> list[str]:
+        """The stored keys of the logical ``key``: ``shards`` of them when given (the count
+        ``status`` shows), else as the code's limit places them (see ``stored_keys``)."""
+        validate_key(key)
+        if code_limit is not None:
+            validate_limit(code_limit)
+        if shards is None:
+            return self.stored_keys(key, code_limit)
+        if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+            raise InvalidArgumentError("shards", shards, "must be an integer >= 1 or None")
+        return [shard_key(key, shards, index) for index in range(shards)]
+
+    def _wake_all(self, grants: list[Grant]) -> None:
+        """Wake the waiters a limit change admitted, as a release does (the limiter's
+        ``wake``; a bare store access has none, and its waiters find the slot when they
+        next check)."""
+        wake = getattr(self, "wake", None)
+        if callable(wake):
+            for grant in grants:
+                wake(grant)

@@ -246,6 +246,12 @@ for _command in (
         cli_admin.release,
     ),
     Subcommand(
+        "set-limit",
+        "set a key's limit at run time (it beats the code's), or clear it",
+        cli_admin.add_set_limit,
+        cli_admin.set_limit,
+    ),
+    Subcommand(
         "reap",
         "release leases of finished executions and reclaim expired ones",
         cli_admin.add_reap,

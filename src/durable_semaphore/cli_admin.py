@@ -1,4 +1,5 @@
-"""The lease table's admin commands: ``status``, ``release``, ``create-table`` and ``reap``.
+"""The lease table's admin commands: ``status``, ``release``, ``set-limit``, ``create-table``
+and ``reap``.
 
 Each reaches the table through the limiter facade
 (:func:`durable_semaphore.cli_support.limiter_from_args`), never the store itself.
@@ -11,27 +12,32 @@ import argparse
 import datetime
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from durable_semaphore._store_access import CODE, LimitInForce, limit_of
 from durable_semaphore.cli_support import (
     EXIT_NO,
     EXIT_OK,
     add_common_options,
     limiter_from_args,
 )
-from durable_semaphore.errors import PrerequisiteError
+from durable_semaphore.errors import InvalidArgumentError, PrerequisiteError
 from durable_semaphore.limiter import DynamoDBLimiter
 from durable_semaphore.store import GRANTED, Lease, SlotCount, Waiter
+from durable_semaphore.store.overrides import StoredLimit
+from durable_semaphore.store.shards import shard_limit
 
 __all__ = [
     "add_create_table",
     "add_reap",
     "add_release",
+    "add_set_limit",
     "add_status",
     "create_table",
     "reap",
     "release",
+    "set_limit",
     "status",
 ]
 
@@ -67,21 +73,59 @@ def status(args: argparse.Namespace) -> int:
             limit=args.limit, shards=args.shards, semaphore=table.semaphore, waker=None
         )
     views = [_view(table, key) for key in table.stored_keys(args.key, args.limit)]
+    total_limit = _in_force([view.limit for view in views], args.limit)
+    if len(views) > 1:  # each shard shows its own share
+        views = [
+            replace(view, in_force=_in_force([view.limit], _share(args.limit, len(views), i)))
+            for i, view in enumerate(views)
+        ]
+    else:
+        views = [replace(views[0], in_force=total_limit)]
     if args.json:
         if len(views) == 1:
             print(json.dumps(_status_json(views[0]), indent=2))
         else:
             shards = [_status_json(view) for view in views]
-            total = {"key": args.key, "live": sum(s["live"] for s in shards), "shards": shards}
-            print(json.dumps(total, indent=2))
+            total = {"key": args.key, "live": sum(s["live"] for s in shards)}
+            total.update(_limit_json(total_limit))
+            print(json.dumps({**total, "shards": shards}, indent=2))
         return EXIT_OK
     if len(views) > 1:
         live = sum(len(view.leases) for view in views)
         waiting = sum(view.waiting for view in views)
-        print(f"{args.key!r}: {len(views)} shards, {live} live lease(s), {waiting} waiting")
+        print(
+            f"{args.key!r}: {len(views)} shards, {live} live lease(s), {waiting} waiting, "
+            f"limit {_describe(total_limit)}"
+        )
     for view in views:
         _print_status(view)
     return EXIT_OK
+
+
+def _share(limit: int | None, shards: int, index: int) -> int | None:
+    return None if limit is None else shard_limit(limit, shards, index)
+
+
+def _in_force(stored: list[StoredLimit], given: int | None) -> LimitInForce:
+    """The limit in force as ``status`` tells it: a limit given with --limit is named so."""
+    found = limit_of(stored, given)
+    if found.source == CODE and given is not None:
+        return found._replace(source="--limit")
+    return found
+
+
+def _describe(limit: LimitInForce) -> str:
+    if limit.limit is None:
+        return "unknown (no limit set at run time, none recorded yet; pass --limit)"
+    return limit.describe()
+
+
+def _limit_json(limit: LimitInForce) -> dict[str, Any]:
+    return {
+        "limit": limit.limit,
+        "limit_source": limit.source,
+        "limit_set_at": _iso(limit.set_at) if limit.set_at is not None else None,
+    }
 
 
 def _view(table: DynamoDBLimiter, key: str) -> _KeyView:
@@ -97,7 +141,11 @@ def _view(table: DynamoDBLimiter, key: str) -> _KeyView:
         markers={e.holder: e for e in entries if not e.holds_slot},
         queue=table.waiters(key),
         count=table.slot_count(key),
+        limit=table.stored_limit(key),
     )
+
+
+_UNKNOWN = LimitInForce(None, CODE)
 
 
 @dataclass(frozen=True)
@@ -111,6 +159,9 @@ class _KeyView:
     markers: dict[str, Lease]
     queue: list[Waiter]
     count: SlotCount
+    limit: StoredLimit
+    #: The limit in force and its source, as ``status`` shows it (set once all are read).
+    in_force: LimitInForce = _UNKNOWN
 
     @property
     def waiting(self) -> int:
@@ -126,6 +177,7 @@ def _status_json(view: _KeyView) -> dict[str, Any]:
         "count": view.count.count,
         "waiting": view.waiting,
         "queue_count": view.count.waiters,
+        **_limit_json(view.in_force),
         "holders": [
             {
                 "holder": lease.holder,
@@ -153,6 +205,7 @@ def _print_status(view: _KeyView) -> None:
         f"key {view.key!r} in table {view.table!r}: {len(leases)} live lease(s), "
         f"{view.waiting} waiting"
     )
+    print(f"  limit      {_describe(view.in_force)}")
     if count.count != len(leases):
         print(
             f"  counter says {count.count}: {count.count - len(leases)} expired lease(s) not "
@@ -258,6 +311,57 @@ def release(args: argparse.Namespace) -> int:
         f"{args.holder!r} holds no live lease on {args.key!r} and is not queued; nothing released"
     )
     return EXIT_NO
+
+
+def add_set_limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", help="the limit's name (a limiter name, or a stored key)")
+    parser.add_argument("limit", nargs="?", type=int, help="the new limit (none with --clear)")
+    parser.add_argument(
+        "--clear", action="store_true", help="return the key to the limit the code passes"
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        help="the shards the limit is stored in (the limiter's shards=, as status shows; "
+        "default 1); each shard gets its share of N",
+    )
+    parser.add_argument(
+        "--code-limit",
+        type=int,
+        help="the code's limit: with it, the shards follow from it and --shards as in status "
+        "--limit, and --clear serves waiters up to it at once",
+    )
+    parser.epilog = (
+        "The limit set here takes precedence over the one the code passes, until --clear, "
+        "and survives the key going idle. Raising it admits the oldest waiters at once (they "
+        "take their slot at their next check); lowering it revokes nobody: no one is admitted "
+        "until fewer units than the new limit are held."
+    )
+
+
+def set_limit(args: argparse.Namespace) -> int:
+    """Set (or clear) the limit of KEY at run time; exit 0."""
+    if (args.limit is None) != args.clear:
+        raise InvalidArgumentError("limit", args.limit, "give the new limit N, or --clear")
+    table = limiter_from_args(args)
+    shards = args.shards
+    if args.code_limit is not None:
+        table = DynamoDBLimiter(
+            limit=args.code_limit, shards=shards, semaphore=table.semaphore, waker=None
+        )
+        shards = None  # the limiter places the shards, as status --limit does
+    where = {"code_limit": args.code_limit, "shards": shards}
+    before = table.limit_in_force(args.key, **where)
+    if args.clear:
+        grants = table.clear_limit(args.key, **where, wake=False)
+        print(f"limit of {args.key!r} cleared (was {_describe(before)}): the code's applies")
+    else:
+        grants = table.set_limit(args.key, args.limit, **where, wake=False)
+        print(f"limit of {args.key!r} set to {args.limit} (was {_describe(before)})")
+    if grants:
+        names = ", ".join(grant.holder for grant in grants)
+        print(f"  {len(grants)} waiter(s) admitted: {names} (at their next check)")
+    return EXIT_OK
 
 
 def add_create_table(parser: argparse.ArgumentParser) -> None:

@@ -117,7 +117,8 @@ class Acquiring(Releasing):
             queued = self._enqueue(call, Meta.parse(None), self._clock())
             if queued is not None:
                 return queued.with_grants(call.grants)
-        variants = (False, True)  # (lower the expiry hint, raise the item's TTL)
+        # (lower the expiry hint, raise the item's TTL): a pinned TTL is never raised.
+        variants = (False, not self._pinned(call.key))
         for attempt in range(MAX_ATTEMPTS):
             now = self._clock()
             if position is not None:
@@ -161,6 +162,7 @@ class Acquiring(Releasing):
             lower_hint=variants[0],
             longer_life=variants[1],
             weight=call.weight,
+            override=self._believed(call.key),
         )
         self.io.update(**write)
         lease = Lease(
@@ -193,15 +195,16 @@ class Acquiring(Releasing):
     ) -> AcquireResult | tuple[bool, bool] | None:
         """What a refused acquire does next: its own lease, other variants of the write,
         repairs, joining the queue. None means try again."""
+        learned = self._learn(call.key, meta)  # an override set or cleared meanwhile
         mine = meta.lease_of(call.holder)
         if mine is not None:
             return self._own_lease(call, mine, now)
         expires_at = math.ceil(now + call.ttl)
-        if meta.fits(call.weight, call.limit) and meta.nwait <= 0:
-            # Room for us: only the hint or TTL variant refused us. Pick what the item
-            # needs; if it already was that one, the key moved on: retry.
+        if meta.fits(call.weight, meta.in_force(call.limit)) and meta.nwait <= 0:
+            # Room for us: only the override belief or the hint or TTL variant refused us.
+            # Pick what the item needs; if it already was that one, the key moved on: retry.
             wanted = (meta.needs_lower_hint(expires_at), meta.needs_longer_life(expires_at))
-            if wanted == variants:
+            if wanted == variants and not learned:
                 backoff(attempt)
             return wanted
         if meta.may_hold_expired(now - self.clock_skew_seconds):
@@ -212,7 +215,7 @@ class Acquiring(Releasing):
             call.grants.extend(outcome.grants)
             if outcome.freed > 0 or outcome.deleted > 0:
                 return None
-        if meta.count < call.limit and meta.nwait > 0:
+        if meta.count < meta.in_force(call.limit) and meta.nwait > 0:
             # Free slots behind a queue (an expiry or a dead waiter): fill them first.
             call.grants.extend(self._fill(call.key, call.limit))
         if not enqueue:
@@ -255,6 +258,7 @@ class Acquiring(Releasing):
                     longer_life=longer,
                 ),
                 expires_at,
+                call.key,
             )
         except ConditionFailed:
             return None
@@ -271,6 +275,7 @@ class Acquiring(Releasing):
             out = self._update_counter(
                 lambda longer: requests.claim(key, slot, expires_at, now, longer_life=longer),
                 expires_at,
+                key,
             )
         except ConditionFailed as refused:
             mine = Meta.parse(refused.item).lease_of(holder)
@@ -307,6 +312,7 @@ class Acquiring(Releasing):
                     key, slot, expires_at, now, token, longer_life=longer
                 ),
                 expires_at,
+                key,
             )
         except ConditionFailed as refused:
             mine = Meta.parse(refused.item).lease_of(holder)
@@ -361,6 +367,7 @@ class Acquiring(Releasing):
                 longer_life=longer,
                 weight=call.weight,
                 place=place if call.group is not None else None,
+                override=self._believed(call.key),
             )
             try:
                 self.io.transact(items)
@@ -378,18 +385,19 @@ class Acquiring(Releasing):
                     backoff(attempt)  # another of the group joined first, or a conflict
                     continue
                 seen = Meta.parse(reasons[requests.ENQUEUE_META].get("Item"))
+                learned = self._learn(call.key, seen)
                 mine = seen.lease_of(call.holder)
                 if mine is not None:
                     return self._own_lease(call, mine, now)
                 must_wait = seen.exists and (
-                    not seen.fits(call.weight, call.limit) or seen.nwait > 0
+                    not seen.fits(call.weight, seen.in_force(call.limit)) or seen.nwait > 0
                 )
                 if must_wait and ordering.order_moved(
                     reasons[requests.ENQUEUE_META].get("Item"), place
                 ):
                     continue
-                if must_wait and seen.needs_longer_life(queue_expires) != longer:
-                    longer = not longer
+                if must_wait and (learned or seen.needs_longer_life(queue_expires) != longer):
+                    longer = seen.needs_longer_life(queue_expires)
                     continue
                 return None
             # How many wait ahead, from the counter as last read (unknown without a read).
@@ -468,6 +476,7 @@ class Acquiring(Releasing):
                 limit=call.limit,
                 reclaim_cutoff=cutoff,
                 weight=call.weight,
+                override=self._believed(call.key),
             )
             try:
                 self.io.transact(items)
@@ -488,8 +497,10 @@ class Acquiring(Releasing):
                 if len(reasons) > requests.TOUCH_KEY_CHECK and failed(
                     reasons[requests.TOUCH_KEY_CHECK]
                 ):
-                    check_key = False
                     meta = Meta.parse(reasons[requests.TOUCH_KEY_CHECK].get("Item"))
+                    if self._learn(call.key, meta):
+                        continue  # checked under a stale override: check again under this one
+                    check_key = False
                     call.grants.extend(self._serve_queue(call.key, call.limit, meta))
                     continue
                 backoff(attempt)

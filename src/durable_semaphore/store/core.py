@@ -2,7 +2,8 @@
 
 The decision logic is layered as a chain of classes, each in its own module and each using
 only the ones below it: :mod:`.queueing` (hand-off and the queue), :mod:`.reconciling`
-(repairs), :mod:`.releasing`, :mod:`.acquiring`, then :class:`~.semaphore.DynamoDBSemaphore`.
+(repairs), :mod:`.releasing`, :mod:`.acquiring`, :mod:`.limits` (limits set at run time),
+then :class:`~.semaphore.DynamoDBSemaphore`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class StoreCore:
         self._clock = clock
         self._seq_lock = threading.Lock()
         self._last_seq = 0
+        #: Key -> the override this object last saw on its counter (store/overrides.py).
+        #: Only keys with one are kept: a key absent here is believed to have none, so the
+        #: map stays as small as the set of keys whose limit was set at run time.
+        self._overrides: dict[str, int] = {}
 
     def now(self) -> float:
         """The store's clock, so callers judge expiry the same way the store does."""
@@ -82,7 +87,37 @@ class StoreCore:
             return self._last_seq
 
     def _read_meta(self, key: str) -> Meta:
-        return Meta.parse(self.io.get(meta_key(key)))
+        meta = Meta.parse(self.io.get(meta_key(key)))
+        self._learn(key, meta)
+        return meta
+
+    # -- limits set at run time ------------------------------------------------------------
+
+    def _believed(self, key: str) -> int | None:
+        """The override this object believes ``key`` has (None: none); admission writes
+        carry it in their condition, so a wrong belief costs one refused write, never a
+        slot counted against the wrong limit."""
+        return self._overrides.get(key)
+
+    def _learn(self, key: str, meta: Meta) -> bool:
+        """Believe what ``meta`` (a read, or a refusal's item) says of the override; True
+        when that changed the belief (the refused write is worth retrying at once)."""
+        before = self._overrides.get(key)
+        if meta.override is None:
+            self._overrides.pop(key, None)
+        else:
+            self._overrides[key] = meta.override
+        return before != meta.override
+
+    def _in_force(self, key: str, code_limit: int) -> int:
+        """The limit this object believes admissions on ``key`` count against."""
+        believed = self._overrides.get(key)
+        return believed if believed is not None else code_limit
+
+    def _pinned(self, key: str) -> bool:
+        """Whether ``key``'s counter is believed to have its TTL pinned (an override is set):
+        writes then start with the variant that leaves the TTL alone."""
+        return key in self._overrides
 
     def _queue_heads(self, key: str) -> list[Waiter]:
         out = self.io.call(
@@ -112,12 +147,13 @@ class StoreCore:
             yield from page.get("Items", [])
 
     def _update_counter(
-        self, build: Callable[[bool], dict[str, Any]], expires_at: float
+        self, build: Callable[[bool], dict[str, Any]], expires_at: float, key: str = ""
     ) -> dict[str, Any]:
         """A counter write that moves the item's TTL later when it must: try the variant the
-        item is likely to need (raise it), and switch once if the refusal says the other one
-        was needed. Any other refusal raises :class:`ConditionFailed`."""
-        longer, switched = True, False
+        item is likely to need (raise it, unless ``key``'s TTL is believed pinned), and switch
+        once if the refusal says the other one was needed. Any other refusal raises
+        :class:`ConditionFailed`."""
+        longer, switched = not self._pinned(key), False
         while True:
             try:
                 return self.io.update(**build(longer))

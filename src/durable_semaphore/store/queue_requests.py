@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_semaphore.store import ordering
+from durable_semaphore.store.overrides import believe
 from durable_semaphore.store.requests import (
     KEY_FULL_OF_LIVE_LEASES,
     MUST_WAIT,
@@ -67,11 +68,15 @@ def enqueue(
     longer_life: bool,
     weight: int = 1,
     place: ordering.Place | None = None,
+    override: int | None = None,
 ) -> list[dict[str, Any]]:
     """Join the queue under the entry's own number (arrivals are counted in ``wseq``; nothing
     here depends on another arrival's number, so waiters that arrive together all get in at
-    their first attempt). The marker makes joining idempotent per holder. A grouped entry
-    (``place``) also checks virtual time on the counter and writes its group's item."""
+    their first attempt). The marker makes joining idempotent per holder. Whether it must
+    wait is judged under the limit in force (``override``, the writer's belief, checked). A
+    grouped entry (``place``) also checks virtual time on the counter and writes its group's
+    item."""
+    need = (override if override is not None else limit) - weight + 1
     expr = Expr(
         sets=[
             "#ws = if_not_exists(#ws, :zero) + :one",
@@ -80,8 +85,9 @@ def enqueue(
         ],
         conditions=[MUST_WAIT, NO_LEASE_YET],
         names={"#c": COUNT, "#nw": NWAIT, "#ws": WSEQ, "#lim": LIMIT, "#l": slot},
-        values={":limit": {"N": str(limit)}, ":need": {"N": str(limit - weight + 1)}},
+        values={":limit": {"N": str(limit)}, ":need": {"N": str(need)}},
     )
+    believe(expr, override)
     counter_write(expr, life=life_of(queue_expires), longer_life=longer_life)
     if place is not None:
         ordering.join_counter(expr, place)
@@ -106,6 +112,7 @@ def touch(
     limit: int,
     reclaim_cutoff: float | None,
     weight: int = 1,
+    override: int | None = None,
 ) -> list[dict[str, Any]]:
     """A waiter checks in: keep its marker and entry alive (their TTL with them) and record
     where to wake it.
@@ -114,7 +121,8 @@ def touch(
     :data:`KEY_FULL_OF_LIVE_LEASES`); when that fails the waiter reconciles and fills free
     slots itself, so a queue whose holders died is served by its own waiters at the same one
     request per check. Without ``reclaim_cutoff`` the check is left out (a waiter that has
-    just served the queue).
+    just served the queue). The check is made under the limit in force (``override``, the
+    writer's belief, checked with it: a stale belief fails the check and is corrected).
     """
     entry = Expr(
         sets=["#q = :qexp", "#e = :qlife"],
@@ -135,8 +143,12 @@ def touch(
         check = Expr(
             conditions=[KEY_FULL_OF_LIVE_LEASES],
             names={"#c": COUNT, "#xh": HINT},
-            values={":lim": {"N": str(limit - weight + 1)}, ":cutoff": num(reclaim_cutoff)},
+            values={
+                ":lim": {"N": str((override if override is not None else limit) - weight + 1)},
+                ":cutoff": num(reclaim_cutoff),
+            },
         )
+        believe(check, override)
         items.append(
             {
                 "ConditionCheck": {
@@ -222,13 +234,15 @@ def handoff(
     limit: int | None = None,
     lower_hint: bool = False,
     longer_life: bool = True,
+    override: int | None = None,
 ) -> list[dict[str, Any]]:
     """Pass a slot to the oldest live waiter in one transaction.
 
     With ``releaser``, its lease goes and its units go to the waiter: the slot moves, it is
     never free for a newcomer. Without one, free units are filled instead. Either way the
-    waiter's units must fit under ``limit`` (a heavier head waits for more to be freed). The
-    waiter's queue entry and marker go; its lease is written ``granted``.
+    waiter's units must fit under the limit in force (a heavier head waits for more to be
+    freed): ``override``, the writer's belief of the key's override (checked), else the code's
+    ``limit``. The waiter's queue entry and marker go; its lease is written ``granted``.
     Items: :data:`HANDOFF_META`, :data:`HANDOFF_ENTRY`, :data:`HANDOFF_MARKER`.
     """
     freed = 0
@@ -256,8 +270,10 @@ def handoff(
     else:
         expr.sets.append("#c = #c + :ww")
         expr.values[":ww"] = {"N": str(to.weight)}
-    expr.values[":room"] = {"N": str((limit if limit is not None else 0) - to.weight + freed)}
+    ceiling = override if override is not None else (limit if limit is not None else 0)
+    expr.values[":room"] = {"N": str(ceiling - to.weight + freed)}
     ordering.join_vtime(expr, to.vtime)
+    believe(expr, override)
     counter_write(
         expr,
         hint=to.expires_at,

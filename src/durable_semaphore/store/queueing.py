@@ -124,8 +124,8 @@ class Queueing(StoreCore):
     def _handoff(self, key: str, releaser: Fence, holder: str, waiter: Waiter) -> HandoffOutcome:
         """One hand-off from ``holder`` (its lease fenced by ``releaser``) to ``waiter``."""
         to = self._handover(waiter, releaser.now, new_token())
-        limit = waiter.limit if waiter.limit is not None else MAX_LIMIT
-        lower_hint, longer_life = False, True
+        limit = waiter.limit if waiter.limit is not None else MAX_LIMIT  # the code's
+        lower_hint, longer_life = False, not self._pinned(key)
         for _ in range(4):
             items = queue_requests.handoff(
                 self.table_name,
@@ -135,6 +135,7 @@ class Queueing(StoreCore):
                 limit=limit,
                 lower_hint=lower_hint,
                 longer_life=longer_life,
+                override=self._believed(key),
             )
             try:
                 self.io.transact(items)
@@ -154,7 +155,11 @@ class Queueing(StoreCore):
                 if mine.weight != (releaser.weight or 1):
                     releaser = dataclasses.replace(releaser, weight=mine.weight)
                     continue  # the releaser's weight was not what the caller said
-                after = self._after_refused_handoff(key, meta, to, waiter, mine.weight, limit)
+                if self._learn(key, meta):
+                    continue  # the override changed: hand over under the one in force
+                after = self._after_refused_handoff(
+                    key, meta, to, waiter, mine.weight, meta.in_force(limit)
+                )
                 if after is None or isinstance(after, HeadTooHeavy):
                     return after or LookAgain()
                 if after == (lower_hint, longer_life):
@@ -188,9 +193,10 @@ class Queueing(StoreCore):
 
     def _fill(self, key: str, limit: int) -> list[Grant]:
         """Hand free units to the oldest live waiters, in order, while the head's weight fits
-        (a heavier head waits for more, and nobody behind it passes: no starvation)."""
+        (a heavier head waits for more, and nobody behind it passes: no starvation).
+        ``limit`` is the code's: a limit set at run time takes its place (store/overrides.py)."""
         grants: list[Grant] = []
-        variants = (False, True)
+        variants = (False, not self._pinned(key))
         for _ in range(MAX_ATTEMPTS):
             now = self._clock()
             heads = self._queue_heads(key)
@@ -213,6 +219,7 @@ class Queueing(StoreCore):
                 limit=limit,
                 lower_hint=variants[0],
                 longer_life=variants[1],
+                override=self._believed(key),
             )
             try:
                 self.io.transact(items)
@@ -222,7 +229,9 @@ class Queueing(StoreCore):
                     self._drop_waiter(key, waiter)
                 elif failed(reasons[requests.HANDOFF_META]):
                     meta = Meta.parse(reasons[requests.HANDOFF_META].get("Item"))
-                    if meta.nwait <= 0 or not meta.fits(waiter.weight, limit):
+                    if self._learn(key, meta):
+                        continue  # the override changed: fill up to the one in force
+                    if meta.nwait <= 0 or not meta.fits(waiter.weight, meta.in_force(limit)):
                         return grants  # nobody waits, or the head needs more than is free
                     if meta.lease_of(waiter.holder) is not None:
                         self._drop_waiter(key, waiter)
@@ -235,7 +244,7 @@ class Queueing(StoreCore):
                         backoff(1)
                     variants = wanted
                 continue
-            variants = (False, True)
+            variants = (False, not self._pinned(key))
             observability.lease_acquired(key, waiter.holder)
             grants.append(grant_of(waiter, _token_of(to)))
         return grants

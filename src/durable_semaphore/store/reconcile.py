@@ -36,8 +36,8 @@ class Plan:
     hint: float | None
     #: Nothing to remove and the count already right: no write needed.
     settled: bool
-    #: Nothing live and nobody waiting: the item itself can go, in one version-checked
-    #: delete whatever the number of expired leases in it.
+    #: Nothing live, nobody waiting and no limit set at run time: the item itself can go,
+    #: in one version-checked delete whatever the number of expired leases in it.
     idle: bool
 
 
@@ -50,7 +50,8 @@ def plan(meta: Meta, *, cutoff: float, per_write: int = REMOVES_PER_WRITE) -> Pl
     )
     live = [lease.expires_at for lease in meta.leases.values() if lease.expires_at > cutoff]
     hint = min(live, default=None)
-    idle = meta.exists and not live and meta.nwait <= 0
+    # A limit set at run time is configuration: its counter is never idle.
+    idle = meta.exists and not live and meta.nwait <= 0 and meta.override is None
     units = sum(lease.weight for lease in meta.leases.values())
     settled = not expired and meta.count == units
     chunks = [expired[i : i + per_write] for i in range(0, len(expired), per_write)] or [[]]

@@ -49,8 +49,8 @@ class Reconciling(Queueing):
                 if outcome.complete:
                     if outcome.waiting > 0 and self._drop_dead_waiters(key):
                         meta = self._read_meta(key)
-                        if meta.nwait > 0 and meta.limit and meta.count < meta.limit:
-                            grants = tuple(self._fill(key, meta.limit))
+                        if meta.nwait > 0 and _room(meta, meta.count):
+                            grants = tuple(self._fill(key, _code_limit(meta)))
                             total = ReclaimResult(total.deleted, total.freed, total.grants + grants)
                     return total
             backoff(attempt)
@@ -112,8 +112,8 @@ class Reconciling(Queueing):
         stale expiry hint, so refusals stop reconciling for nothing."""
         observability.lease_in_flight(key, meta.count)
         grants: list[Grant] = []
-        if meta.nwait > 0 and meta.limit and meta.count < meta.limit:
-            grants = self._fill(key, meta.limit)
+        if meta.nwait > 0 and _room(meta, meta.count):
+            grants = self._fill(key, _code_limit(meta))
         if meta.hint != hint and hint is not None:
             self._update_or_none(requests.set_hint(key, meta.version, hint))
         return ReclaimResult(0, 0, tuple(grants))
@@ -142,8 +142,8 @@ class Reconciling(Queueing):
             return None
         count = done[-1].count
         grants: list[Grant] = []
-        if meta.nwait > 0 and meta.limit and count < meta.limit:
-            grants = self._fill(key, meta.limit)
+        if meta.nwait > 0 and _room(meta, count):
+            grants = self._fill(key, _code_limit(meta))
         deleted = sum(len(batch.removes) for batch in done)
         result = ReclaimResult(deleted, max(0, meta.count - count), tuple(grants))
         return _Pass(result, complete=len(done) == len(plan.batches), waiting=meta.nwait)
@@ -157,6 +157,18 @@ class Reconciling(Queueing):
         outcome = self._reconcile(key)
         if outcome is not None and (outcome.grants or outcome.freed or outcome.deleted):
             return list(outcome.grants)
-        if meta.count < limit and meta.nwait > 0:
+        if meta.count < meta.in_force(limit) and meta.nwait > 0:
             return self._fill(key, limit)
         return list(outcome.grants) if outcome is not None else []
+
+
+def _code_limit(meta: Meta) -> int:
+    """The code's limit as the counter last recorded it (``lim``); the override stands in
+    where none was recorded. Only called when :func:`_room` found one of them."""
+    return meta.limit or meta.override or 0
+
+
+def _room(meta: Meta, count: int) -> bool:
+    """Whether ``count`` units leave room under the limit in force as ``meta`` records it."""
+    limit = meta.override if meta.override is not None else meta.limit
+    return bool(limit) and count < (limit or 0)

@@ -156,7 +156,9 @@ class Releasing(Reconciling):
             return result if isinstance(result, ReleaseResult) else ReleaseResult(False)
         observability.lease_released(key, holder)
         meta = Meta.parse(out.get("Attributes"))
-        grants = self._fill(key, meta.limit) if meta.limit and meta.nwait > 0 else []
+        self._learn(key, meta)
+        code = meta.limit or meta.override  # the fill puts the override in its place
+        grants = self._fill(key, code) if code and meta.nwait > 0 else []
         return ReleaseResult(fence.seen_expiry is None, tuple(grants))
 
     def _release_to_queue(

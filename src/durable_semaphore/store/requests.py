@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from durable_semaphore.store.overrides import NO_OVERRIDE, PINNED_LIFE, believe
 from durable_semaphore.store.schema import (
     COUNT,
     F_EXPIRES,
@@ -21,6 +22,8 @@ from durable_semaphore.store.schema import (
     LAST_RELEASE,
     LIMIT,
     NWAIT,
+    OVERRIDE,
+    OVERRIDE_AT,
     TTL_ATTRIBUTE,
     VERSION,
     life_of,
@@ -212,9 +215,12 @@ def acquire(
     lower_hint: bool,
     longer_life: bool,
     weight: int = 1,
+    override: int | None = None,
 ) -> dict[str, Any]:
-    """Take a new slot (``weight`` units) in one single-item write: room under the limit,
-    nobody queued, and the holder has no lease yet."""
+    """Take a new slot (``weight`` units) in one single-item write: room under the limit in
+    force (``override``, the writer's belief, else the code's ``limit``, which is what ``lim``
+    records), nobody queued, and the holder has no lease yet."""
+    room = (override if override is not None else limit) - weight
     expr = Expr(
         sets=["#l = :lease", "#c = if_not_exists(#c, :zero) + :w", "#lim = :limit"],
         conditions=[SLOT_FREE, NOBODY_WAITS, NO_LEASE_YET],
@@ -222,10 +228,11 @@ def acquire(
         values={
             ":lease": lease,
             ":limit": {"N": str(limit)},
-            ":room": {"N": str(limit - weight)},
+            ":room": {"N": str(room)},
             ":w": {"N": str(weight)},
         },
     )
+    believe(expr, override)
     counter_write(
         expr,
         hint=expires_at,
@@ -380,8 +387,13 @@ def reconcile(
 
 
 def delete_idle_counter(key: str, version: int | None) -> dict[str, Any]:
-    """Delete a counter with no lease and no waiter (``forget_if_idle``)."""
-    expr = Expr(conditions=[IDLE], names={"#c": COUNT, "#nw": NWAIT}, values={":zero": {"N": "0"}})
+    """Delete a counter with no lease, no waiter and no limit set at run time
+    (``forget_if_idle``): an override is configuration, kept while the key is idle."""
+    expr = Expr(
+        conditions=[IDLE, NO_OVERRIDE],
+        names={"#c": COUNT, "#nw": NWAIT, "#ol": OVERRIDE},
+        values={":zero": {"N": "0"}},
+    )
     if version is not None:
         expr.conditions.append(UNCHANGED)
         expr.names["#v"] = VERSION
@@ -391,7 +403,8 @@ def delete_idle_counter(key: str, version: int | None) -> dict[str, Any]:
 
 def delete_expired_counter(key: str, version: int) -> dict[str, Any]:
     """Delete a counter whose every lease was expired and whose queue was empty when read at
-    ``version``: the version check says that is still so."""
+    ``version``: the version check says that is still so (and that no override was set
+    since: setting one bumps the version; one read never plans this delete)."""
     expr = Expr(conditions=[UNCHANGED], names={"#v": VERSION}, values={":v": {"N": str(version)}})
     return expr.check(meta_key(key))
 
@@ -420,3 +433,58 @@ def set_waiting(key: str, version: int, nwait: int) -> dict[str, Any]:
         },
     )
     return expr.update(meta_key(key), return_old=False)
+
+
+# -- limits set at run time (see store/overrides.py) -----------------------------------------
+
+
+def set_override(key: str, limit: int, now: float) -> dict[str, Any]:
+    """Store ``limit`` as the key's override (creating the counter if needed) and pin its
+    TTL. Unconditional: the set-limit call is the authority, and every admission after it
+    either carries this value or is refused. Returns the new item."""
+    expr = Expr(
+        sets=[
+            "#ol = :ol",
+            "#olt = :at",
+            "#e = :pinned",
+            "#c = if_not_exists(#c, :zero)",
+            "#v = if_not_exists(#v, :zero) + :one",
+        ],
+        names={
+            "#ol": OVERRIDE,
+            "#olt": OVERRIDE_AT,
+            "#e": TTL_ATTRIBUTE,
+            "#c": COUNT,
+            "#v": VERSION,
+        },
+        values={
+            ":ol": {"N": str(limit)},
+            ":at": num(round(now, 3)),
+            ":pinned": {"N": str(PINNED_LIFE)},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+        },
+    )
+    kwargs = expr.update(meta_key(key), return_old=False)
+    kwargs["ReturnValues"] = "ALL_NEW"
+    return kwargs
+
+
+def clear_override(key: str, version: int, life: float) -> dict[str, Any]:
+    """Remove the override and give the counter back an ordinary TTL (``life``, computed
+    from the leases read at ``version``: the version check says they are still those).
+    Returns the new item."""
+    expr = Expr(
+        sets=["#e = :life", "#v = :nv"],
+        removes=["#ol", "#olt"],
+        conditions=[UNCHANGED],
+        names={"#ol": OVERRIDE, "#olt": OVERRIDE_AT, "#e": TTL_ATTRIBUTE, "#v": VERSION},
+        values={
+            ":life": num(life),
+            ":v": {"N": str(version)},
+            ":nv": {"N": str(version + 1)},
+        },
+    )
+    kwargs = expr.update(meta_key(key), return_old=False)
+    kwargs["ReturnValues"] = "ALL_NEW"
+    return kwargs

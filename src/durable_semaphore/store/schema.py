@@ -4,7 +4,8 @@ One partition per key (per shard of a sharded limit)::
 
     pk = <key>  sk = "#meta"        the counter item: the leases themselves, one attribute
                                     "L#<slot>" each, and count, ver, wseq, nwait, served, xh,
-                                    lim, expires_at (TTL)
+                                    lim, expires_at (TTL); ol, olt while a limit is set at
+                                    run time (store/overrides.py)
     pk = <key>  sk = "h#<holder>"   a waiter's marker (st queued, seq, expires_at): makes
                                     joining the queue idempotent per holder
     pk = <key>  sk = "w#<seq>"      the wait queue, in arrival order: holder, seq, qexp, lttl,
@@ -59,6 +60,8 @@ SERVED = "served"  # queue entries ever served or dropped
 HINT = "xh"  # a lower bound of every lease's expiry: a refusal reconciles only past it
 LIMIT = "lim"  # the limit the last writer used (what a waiter fills up to)
 LAST_RELEASE = "lr"  # the request id of the last plain release (see requests.Fence)
+OVERRIDE = "ol"  # a limit set at run time (set-limit): it beats the code's (store/overrides.py)
+OVERRIDE_AT = "olt"  # when it was set, epoch seconds
 
 # Fields of a lease attribute (a map); short, because every write pays for the item's size.
 F_HOLDER = "h"  # the holder id, less the first F_PREFIX characters it shares with the key
@@ -287,6 +290,9 @@ class Meta:
     last_release: str | None = None
     #: Lease attribute name -> the lease, as stored (expired ones included).
     leases: dict[str, Lease] = field(default_factory=dict)
+    #: The limit set at run time (set-limit), and when; None when the code's limit rules.
+    override: int | None = None
+    override_at: float | None = None
 
     @classmethod
     def parse(cls, item: Mapping[str, Any] | None) -> Meta:
@@ -309,7 +315,13 @@ class Meta:
             float(item[TTL_ATTRIBUTE]["N"]) if TTL_ATTRIBUTE in item else None,
             item.get(LAST_RELEASE, {}).get("S"),
             {name: decode_lease(key, value) for name, value in _lease_attributes(item)},
+            int(item[OVERRIDE]["N"]) if OVERRIDE in item else None,
+            float(item[OVERRIDE_AT]["N"]) if OVERRIDE_AT in item else None,
         )
+
+    def in_force(self, code_limit: int) -> int:
+        """The limit admissions count against: the override if one is set, else the code's."""
+        return self.override if self.override is not None else code_limit
 
     def lease_of(self, holder: str) -> Lease | None:
         return self.leases.get(slot_name(holder))

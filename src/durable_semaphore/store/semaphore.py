@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.store import admin
-from durable_semaphore.store.acquiring import Acquiring, Attempt, callbacks_of
+from durable_semaphore.store.acquiring import Attempt, callbacks_of
 from durable_semaphore.store.client import create_client
+from durable_semaphore.store.limits import Overriding
 from durable_semaphore.store.model import (
     DEFAULT_CLOCK_SKEW_SECONDS,
     DEFAULT_QUEUE_TTL_SECONDS,
@@ -50,7 +51,7 @@ else:
     DynamoDBClient = Any
 
 
-class DynamoDBSemaphore(Acquiring):
+class DynamoDBSemaphore(Overriding):
     """A counting semaphore per key, with idempotent, identity-based leases and a FIFO queue.
 
     Thread-safe as far as boto3 clients are (a client may be shared between threads).

@@ -73,3 +73,27 @@ def placement(key: str, holder: str, limit: int, shards: int) -> tuple[str, int]
 def all_shards(key: str, limit: int, shards: int) -> list[tuple[str, int]]:
     """Every (key, limit) of a sharded limit, for status and repairs."""
     return [(shard_key(key, shards, i), shard_limit(limit, shards, i)) for i in range(shards)]
+
+
+def override_shares(limit: int, shards: int) -> list[int]:
+    """Each shard's share of a limit set at run time, by the same rule as the code's limit.
+
+    The shard count stays the code's (it is part of the stored keys), so a limit that would
+    leave a shard without a slot (fewer than ``shards``), or one item with more than
+    :data:`MAX_SLOTS_PER_SHARD`, is refused rather than silently rounded.
+    """
+    if limit < shards:
+        raise InvalidArgumentError(
+            "limit",
+            limit,
+            f"is below the {shards} shards the key is stored in: every shard needs a slot "
+            f"(set at least {shards}, or change the code's shards)",
+        )
+    if -(-limit // shards) > MAX_SLOTS_PER_SHARD:
+        raise InvalidArgumentError(
+            "limit",
+            limit,
+            f"leaves over {MAX_SLOTS_PER_SHARD} slots per shard on the key's {shards} shards "
+            f"(set at most {MAX_SLOTS_PER_SHARD * shards}, or change the code's shards)",
+        )
+    return [shard_limit(limit, shards, i) for i in range(shards)]
