@@ -97,6 +97,35 @@ def test_release_frees_the_slot_then_reports_nothing_held(
     assert code == cli.EXIT_NO and "nothing released" in out
 
 
+def test_status_counts_waiters_by_group_and_priority(
+    ddb_endpoint: str,
+    semaphore: DynamoDBSemaphore,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert semaphore.try_acquire("tenants", "h-0", 1) is not None
+    for i, (group, priority) in enumerate([("A", 0), ("A", 0), ("B", 0), ("A", 2)]):
+        result = semaphore.acquire("tenants", f"w-{i}", 1, group=group, priority=priority)
+        assert result.queued
+    where = local(ddb_endpoint, semaphore.table_name)
+    code, out, _ = run(capsys, "status", "tenants", "--json", *where)
+    assert code == cli.EXIT_OK
+    doc = json.loads(out)
+    assert doc["waiting_by"] == [
+        {"group": "A", "priority": 2, "count": 1},
+        {"group": "A", "priority": 0, "count": 2},
+        {"group": "B", "priority": 0, "count": 1},
+    ]
+    assert (doc["waiters"][0]["group"], doc["waiters"][0]["priority"]) == ("A", 2)
+    code, out, _ = run(capsys, "status", "tenants", *where)
+    assert "waiting by group and priority: A p2: 1, A p0: 2, B p0: 1" in out
+    assert "order    group A, priority 2" in out
+    # Control: plain FIFO waiters print no group line.
+    semaphore.acquire("plain", "h-0", 1)
+    semaphore.acquire("plain", "w-0", 1)
+    code, out, _ = run(capsys, "status", "plain", *where)
+    assert "waiting by group" not in out and "1 waiting" in out
+
+
 def test_status_with_a_limit_shows_every_shard_and_the_total(
     ddb_endpoint: str,
     semaphore: DynamoDBSemaphore,

@@ -113,10 +113,11 @@ DEMO_PNG = "durable-semaphore-demo.png"
 def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario",
-        choices=("limit", "rate"),
+        choices=("limit", "rate", "tenants"),
         default="limit",
         help="limit (default): branches in flight under max_concurrency; rate: starts per "
-        "second shared by the executions (--rate, --burst)",
+        "second shared by the executions (--rate, --burst); tenants: at most 2 per tenant "
+        "and 5 in total, the total raised to 8 mid-run",
     )
     parser.add_argument(
         "--rate", type=float, default=5.0, help="--scenario rate: starts per second (default 5)"

@@ -192,6 +192,9 @@ def _status_json(view: _KeyView) -> dict[str, Any]:
             }
             for lease in view.leases
         ],
+        "waiting_by": [
+            {"group": g, "priority": p, "count": n} for g, p, n in _waiting_by(view.queue, now)
+        ],
         "waiters": [
             _waiter_json(view.queue, ahead, view.markers.get(waiter.holder), now)
             for ahead, waiter in enumerate(view.queue)
@@ -213,6 +216,10 @@ def _print_status(view: _KeyView) -> None:
         )
     if count.waiters != len(queue):
         print(f"  counter says {count.waiters} waiting: the next release or acquire repairs it")
+    by = _waiting_by(queue, now)
+    if any(group is not None or priority for group, priority, _ in by):
+        shown = ", ".join(f"{g if g is not None else '-'} p{p}: {n}" for g, p, n in by)
+        print(f"  waiting by group and priority: {shown}")
     for lease in leases:
         print(f"  holder     {lease.holder}")
         if lease.state == GRANTED:
@@ -236,8 +243,22 @@ def _print_waiter(queue: Sequence[Waiter], ahead: int, marker: Lease | None, now
         print(f"    expires  {_iso(waiter.expires_at)} (in {left} unless it checks in)")
     else:
         print(f"    expired  {_iso(waiter.expires_at)} (dead: dropped when reached)")
+    if waiter.group is not None or waiter.priority:
+        print(f"    order    group {waiter.group or '-'}, priority {waiter.priority}")
     print(f"    wake     {'callback' if waiter.callback_id else 'polls'}")
     print(f"    execution {waiter.execution_arn or '-'}")
+
+
+def _waiting_by(queue: Sequence[Waiter], now: float) -> list[tuple[str | None, int, int]]:
+    """Live waiters counted by (group, priority), highest priority first: who the queue
+    serves under fair sharing and priorities, at a glance."""
+    counts: dict[tuple[str | None, int], int] = {}
+    for waiter in queue:
+        if waiter.is_live(now):
+            place = (waiter.group, waiter.priority)
+            counts[place] = counts.get(place, 0) + 1
+    order = sorted(counts.items(), key=lambda kv: (-kv[0][1], kv[0][0] or ""))
+    return [(group, priority, n) for (group, priority), n in order]
 
 
 def _ahead(queue: Sequence[Waiter], ahead: int, now: float) -> str:
@@ -265,6 +286,8 @@ def _waiter_json(
         "expired": not waiter.is_live(now),
         "callback": waiter.callback_id is not None,
         "execution_arn": waiter.execution_arn,
+        "group": waiter.group,
+        "priority": waiter.priority,
     }
 
 

@@ -10,6 +10,7 @@ local prerequisite is a :class:`~durable_semaphore.errors.PrerequisiteError`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -257,6 +258,8 @@ def run_demo_command(args: argparse.Namespace, make_semaphore: SemaphoreFactory)
         quiet_runner_leftovers()
         if getattr(args, "scenario", "limit") == "rate":
             return _run_rate_scenario(args, make_semaphore)
+        if getattr(args, "scenario", "limit") == "tenants":
+            return _run_tenants_scenario(args, make_semaphore)
         config, compare = _config(args)
         _announce(config, compare)
         with _backend(args, make_semaphore) as (semaphore, where):
@@ -298,6 +301,51 @@ def _run_rate_scenario(args: argparse.Namespace, make_semaphore: SemaphoreFactor
     else:
         print(format_rate(result, bare))
     return _EXIT_OK if result.ok else _EXIT_NO
+
+
+def _run_tenants_scenario(args: argparse.Namespace, make_semaphore: SemaphoreFactory) -> int:
+    """``demo --scenario tenants``: per-tenant and total limits, the total raised mid-run."""
+    from durable_semaphore.demo.tenants import TenantsDemo, format_tenants, run_tenants
+
+    demo = TenantsDemo(executions=args.executions or 4, use_limiter=not args.no_limiter)
+    compare = not (args.no_limiter or args.limiter_only)
+    print(
+        f"demo: {demo.executions} executions x {len(demo.mix)} items of tenants "
+        f"{', '.join(sorted(demo.counts))}, at most {demo.per_tenant} per tenant and "
+        f"{demo.total} in total, raised to {demo.raised_to} after {demo.raise_after:g} s, "
+        "real clock: " + ("the bare SDK, then the limiters" if compare else "one run"),
+        file=sys.stderr,
+    )
+    with _backend(args, make_semaphore) as (semaphore, where):
+        bare = None
+        if compare:
+            bare = run_tenants(dataclasses.replace(demo, use_limiter=False), semaphore)
+        result = run_tenants(demo, semaphore)
+    png = _draw_tenants(args, result, bare)
+    if args.json:
+        out = result.to_json()
+        out.update({"png": png, "backend": where})
+        if bare is not None:
+            out["bare"] = bare.to_json()
+        print(json.dumps(out))
+    else:
+        print(format_tenants(result, bare))
+        if png:
+            print(f"  timeline: {png}")
+    return _EXIT_OK if result.ok else _EXIT_NO
+
+
+def _draw_tenants(args: argparse.Namespace, result: Any, bare: Any) -> str | None:
+    if args.no_png:
+        return None
+    from durable_semaphore.demo.plot import save_tenants_timeline
+    from durable_semaphore.errors import PlottingUnavailableError
+
+    try:
+        return save_tenants_timeline(result, args.png, bare=bare)
+    except PlottingUnavailableError as exc:
+        print(f"note: {exc}", file=sys.stderr)
+        return None
 
 
 # -- local-dynamodb ----------------------------------------------------------------------------

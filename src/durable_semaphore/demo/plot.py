@@ -101,3 +101,55 @@ def save_timeline(result: DemoResult, path: str, bare: DemoResult | None = None)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def save_tenants_timeline(result: Any, path: str, bare: Any = None) -> str:
+    """``demo --scenario tenants``: one line per tenant and the total, the per-tenant limit
+    and the total's limit in force (a step where it was raised); the bare SDK's total, when
+    compared, in the top panel. ``result`` is a :class:`~.tenants.TenantsResult`."""
+    from durable_semaphore.demo.tenants import in_flight_steps
+
+    plt = _pyplot()
+    fig, (top, lanes) = plt.subplots(2, 1, figsize=(8, 6.4), sharex=True, dpi=80)
+    demo = result.demo
+    end = max(result.makespan, bare.makespan if bare is not None else 0.0)
+    if bare is not None:
+        top.step(*_steps(bare.total_steps), where="post", color=_BARE_COLOR, label="bare SDK")
+    top.step(
+        *_steps(result.total_steps),
+        where="post",
+        color=_LIMITED_COLOR,
+        linewidth=2,
+        label="total, with the limiters",
+    )
+    changes = [0.0] + ([result.raised_at] if result.raised_at is not None else []) + [end]
+    top.step(
+        changes,
+        [result.limit_at(t) for t in changes],
+        where="post",
+        color=_LIMIT_COLOR,
+        linestyle="--",
+        label="total limit in force",
+    )
+    top.set_ylabel("in flight, all tenants")
+    top.legend(loc="upper right", fontsize="small")
+    top.set_title(
+        f"{demo.executions} executions; at most {demo.per_tenant} per tenant and "
+        f"{demo.total} in total" + (f", raised to {demo.raised_to}" if result.raised_at else ""),
+        fontsize="medium",
+    )
+    by: dict[str, list[tuple[float, float]]] = {}
+    for start, stop, tenant in result.spans:
+        by.setdefault(tenant, []).append((start, stop))
+    for k, (tenant, spans) in enumerate(sorted(by.items())):
+        color = _LANE_COLORS[k % len(_LANE_COLORS)]
+        lanes.step(*_steps(in_flight_steps(spans)), where="post", color=color, label=tenant)
+    lanes.axhline(demo.per_tenant, color=_LIMIT_COLOR, linestyle="--", label="per-tenant limit")
+    lanes.set_ylim(0, demo.per_tenant + 1)
+    lanes.set_ylabel("in flight, per tenant")
+    lanes.legend(loc="upper right", fontsize="small", ncol=min(5, len(by) + 1))
+    lanes.set_xlabel("seconds since the first task started")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
