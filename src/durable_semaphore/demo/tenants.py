@@ -27,6 +27,7 @@ from aws_durable_execution_sdk_python.config import Duration
 from durable_semaphore.demo import local_runner
 from durable_semaphore.demo.embedded import free_port
 from durable_semaphore.demo.lambda_endpoint import local_lambda_endpoint, local_waker
+from durable_semaphore.demo.quiet import runner_log_filters
 from durable_semaphore.limiter import DynamoDBLimiter
 from durable_semaphore.sdk import MapConfig
 from durable_semaphore.store import DynamoDBSemaphore
@@ -79,6 +80,8 @@ class TenantsResult:
     raised_at: float | None = None
     succeeded: bool = True
     wall_seconds: float = 0.0
+    #: The runner's "PENDING with no pending operations" outputs (docs/demo.md).
+    invalid_pending_outputs: int = 0
 
     def limit_at(self, t: float) -> int:
         """The total limit in force at ``t``."""
@@ -135,6 +138,7 @@ class TenantsResult:
             "over_total": self.over_total,
             "makespan": round(self.makespan, 2),
             "ideal_makespan": round(self.ideal, 2),
+            "invalid_pending_outputs": self.invalid_pending_outputs,
             "ok": self.ok,
         }
 
@@ -245,8 +249,9 @@ def _raiser(
 
     def run() -> None:
         time.sleep(max(0.0, started + demo.raise_after - time.time()))
-        limiter.set_limit(name, new, code_limit=demo.total)
+        # A raise may hand out room from the moment the call starts: dated from then.
         raised.append(time.time())
+        limiter.set_limit(name, new, code_limit=demo.total)
 
     return threading.Thread(target=run, name="demo-set-limit", daemon=True), raised
 
@@ -267,6 +272,7 @@ def run_tenants(demo: TenantsDemo, semaphore: DynamoDBSemaphore) -> TenantsResul
     options: dict[str, Any] = {"skip_time": False} if features.skip_time else {}
     wall = time.perf_counter()
     with contextlib.ExitStack() as stack:
+        invalid = stack.enter_context(runner_log_filters())
         runner = stack.enter_context(DurableFunctionTestRunner(handler=handler, **options))
         stack.enter_context(local_lambda_endpoint(runner, port))
         if features.invoke_registry:
@@ -291,6 +297,7 @@ def run_tenants(demo: TenantsDemo, semaphore: DynamoDBSemaphore) -> TenantsResul
         raised_at=(raised[0] - t0) if raised else None,
         succeeded=all(res.status.name == "SUCCEEDED" for res in results),
         wall_seconds=time.perf_counter() - wall,
+        invalid_pending_outputs=invalid.count,
     )
 
 
@@ -310,7 +317,8 @@ def format_tenants(result: TenantsResult, bare: TenantsResult | None) -> str:
         peak_total = max((n for _, n in run.total_steps), default=0)
         lines.append(
             f"  {label}: peak per tenant {peaks}; peak total {peak_total}; "
-            f"makespan {run.makespan:.1f} s"
+            f"makespan {run.makespan:.1f} s; invalid PENDING outputs "
+            f"{run.invalid_pending_outputs}"
         )
     if result.raised_at is not None:
         after = [n for t, n in result.total_steps if t >= result.raised_at]
