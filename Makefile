@@ -13,7 +13,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 # (pytest-timeout only covers the tests themselves, not interpreter shutdown.)
 SUITE_TIMEOUT := timeout --kill-after=30 900
 
-.PHONY: demo test venvs lint test-sdk3 test-chaos test-sdk1 test-sdk2x test-sdk20 test-sdk21 validate-template build \
+.PHONY: demo test venvs lint test-sdk3 test-chaos test-flow test-sdk1 test-sdk2x test-sdk20 test-sdk21 validate-template build \
 	bench bench-peer soak prereqs clean
 
 # The default run shows what the limiter adds on the installed SDK: the bare SDK, then the
@@ -33,10 +33,10 @@ $(DEMO_VENV)/.installed: pyproject.toml
 test: prereqs venvs lint
 	$(TEST_VENV)/bin/python infra/dynamodb_local.py install  # once, before the suites share it
 	$(MAKE) --no-print-directory -j2 --output-sync=target \
-		test-sdk3 test-chaos test-sdk1 test-sdk20 test-sdk21 validate-template
+		test-sdk3 test-chaos test-flow test-sdk1 test-sdk20 test-sdk21 validate-template
 
 # The suites run two at a time (each against a DynamoDB Local of its own): the 3.x suite in
-# one slot, the chaos suite and then the older SDK lines in the other. They mostly wait (on
+# one slot, the chaos suite, the flow-control tests and then the older SDK lines in the other. They mostly wait (on
 # durable timers, lease expiries and killed processes), so side by side they cost little more
 # than the longest of them; one after another took 13 minutes. Three at a time ran the 1.7
 # line beside both heavy suites, and its real-clock demo test once saw the runner's invalid
@@ -92,7 +92,16 @@ lint: $(TEST_VENV)/.installed
 test-sdk3: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
 	$(SUITE_TIMEOUT) $(TEST_VENV)/bin/python -m pytest tests --ignore=tests/sdk1 \
-		--ignore=tests/chaos $(PYTEST_ARGS)
+		--ignore=tests/chaos $(foreach t,$(FLOW_TESTS),--ignore=$(t)) $(PYTEST_ARGS)
+
+# Flow control through the SDK on the real clock (per-item keys, several limits, fairness,
+# priorities, run-time limits, the tenants demo): about four minutes of mostly waiting, run
+# in the chaos suite's slot so that the 3.x suite stays near six.
+FLOW_TESTS := tests/sdk/test_flow.py tests/sdk/test_order.py tests/sdk/test_set_limit.py \
+	tests/test_demo_tenants.py
+test-flow: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python infra/dynamodb_local.py install
+	$(SUITE_TIMEOUT) $(TEST_VENV)/bin/python -m pytest $(FLOW_TESTS) $(PYTEST_ARGS)
 
 # The chaos suite (tests/chaos) on the 3.x venv; `make soak` is its long version.
 test-chaos: $(TEST_VENV)/.installed
