@@ -199,14 +199,16 @@ def _run(
         progress.close()
 
 
-def _draw(args: argparse.Namespace, result: DemoResult, bare: DemoResult | None) -> str | None:
+def _draw(args: argparse.Namespace, result: Any, bare: Any, *, tenants: bool = False) -> str | None:
+    """The PNG of a run (``tenants``: of the tenants scenario), or None without one."""
     if args.no_png:
         return None
-    from durable_semaphore.demo.plot import save_timeline
+    from durable_semaphore.demo.plot import save_tenants_timeline, save_timeline
     from durable_semaphore.errors import PlottingUnavailableError
 
+    draw = save_tenants_timeline if tenants else save_timeline
     try:
-        return save_timeline(result, args.png, bare=bare)
+        return draw(result, args.png, bare=bare)
     except PlottingUnavailableError as exc:
         print(f"note: {exc}", file=sys.stderr)
         return None
@@ -321,7 +323,7 @@ def _run_tenants_scenario(args: argparse.Namespace, make_semaphore: SemaphoreFac
         if compare:
             bare = run_tenants(dataclasses.replace(demo, use_limiter=False), semaphore)
         result = run_tenants(demo, semaphore)
-    png = _draw_tenants(args, result, bare)
+    png = _draw(args, result, bare, tenants=True)
     if args.json:
         out = result.to_json()
         out.update({"png": png, "backend": where})
@@ -333,19 +335,6 @@ def _run_tenants_scenario(args: argparse.Namespace, make_semaphore: SemaphoreFac
         if png:
             print(f"  timeline: {png}")
     return _EXIT_OK if result.ok else _EXIT_NO
-
-
-def _draw_tenants(args: argparse.Namespace, result: Any, bare: Any) -> str | None:
-    if args.no_png:
-        return None
-    from durable_semaphore.demo.plot import save_tenants_timeline
-    from durable_semaphore.errors import PlottingUnavailableError
-
-    try:
-        return save_tenants_timeline(result, args.png, bare=bare)
-    except PlottingUnavailableError as exc:
-        print(f"note: {exc}", file=sys.stderr)
-        return None
 
 
 # -- local-dynamodb ----------------------------------------------------------------------------
