@@ -7,7 +7,7 @@ condition or an attribute shows up here as a diff of the request. Refusals are s
 paths: a holder's own lease in the refusal, the other TTL variant, a release whose answer was
 lost. The clock is injected and the random parts are fixed (or matched with ``ANY``), so every
 time and number is known. Then the codecs of :mod:`durable_semaphore.store.schema` and
-:class:`durable_semaphore.store.requests.Expr`, on their own.
+:class:`durable_semaphore.store.expressions.Expr`, on their own.
 """
 
 from __future__ import annotations

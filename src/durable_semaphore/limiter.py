@@ -32,6 +32,7 @@ from durable_semaphore.limiter_args import (
     MAX_WAKE_TIMEOUT_SECONDS,
     check_backoff,
     check_name,
+    check_per_item,
     check_scope,
     check_shards,
     check_waking,
@@ -96,6 +97,10 @@ class DynamoDBLimiter(StoreAccess):
       Use this form to change the table, client or backoff of the per-operation scope. It is
       also the table-wide facade of the reaper and the CLI (their methods take the key).
 
+    ``weight``, ``priority`` and ``fair_by`` (values, or functions of the item) set the units a
+    branch takes and the order its queue serves waiters in: higher priority first with ageing,
+    round robin between ``fair_by`` groups (docs/sdk-integration.md, "Fair sharing").
+
     Waiting for a slot uses capped exponential backoff with full jitter:
     ``delay(n) = max(1, ceil(uniform(0, min(max_delay, initial_delay * multiplier**(n-1)))))``
     seconds before attempt ``n + 1``. Durable waits have one-second granularity and a one-second
@@ -128,12 +133,7 @@ class DynamoDBLimiter(StoreAccess):
     ) -> None:
         check_scope(name, limit)
         check_shards(shards, limit)
-        if not callable(weight):
-            validate_weight(weight, limit)
-        if not callable(priority):
-            validate_priority(priority)
-        if fair_by is not None and not callable(fair_by):
-            raise InvalidArgumentError("fair_by", fair_by, "must be a function of the item or None")
+        check_per_item(weight, priority, fair_by, limit)
         validate_ttl(ttl_seconds)  # the store's rule, so a bad TTL fails here, not per branch
         check_backoff(initial_delay_seconds, backoff_multiplier, max_delay_seconds)
         check_waking(wake_timeout_seconds, local_wait_seconds, waker)
@@ -146,20 +146,13 @@ class DynamoDBLimiter(StoreAccess):
         )
         self.name = name
         self.limit = limit
-        #: Counter items one limit is spread over (None: the fewest that carry it, see
-        #: :func:`durable_semaphore.store.shards.min_shards`). More lift the per-key ceiling
-        #: of one partition, at the price of FIFO order across shards (docs/store.md).
+        #: Counter items the limit is spread over (None: the fewest, :meth:`shards_for`).
         self.shards = shards
-        #: Units of the limit each branch takes: an int, or a function of the map's item (a
-        #: parallel's branch index) returning one. Deterministic, like everything a replay
-        #: computes again.
+        #: Units per branch: an int or a deterministic function of the item (:meth:`weight_of`).
         self.weight = weight
-        #: Order among waiters: higher first, FIFO within a priority, with ageing (a waiter is
-        #: passed only by those that came less than ``aging`` seconds per level after it; see
-        #: docs/store.md). An int, or a function of the item.
+        #: Higher first, with ageing: an int or a function of the item (:meth:`queue_order`).
         self.priority = priority
-        #: A function of the item naming its group: the queue serves groups in round robin,
-        #: FIFO within a group (start-time fair queuing; docs/store.md). None: one FIFO.
+        #: The item's group for round robin between groups, or None (:meth:`queue_order`).
         self.fair_by = fair_by
         self.initial_delay_seconds = float(initial_delay_seconds)
         self.backoff_multiplier = float(backoff_multiplier)

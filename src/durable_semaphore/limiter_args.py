@@ -5,17 +5,20 @@ branch that uses it."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.store import MAX_LIMIT
 from durable_semaphore.store.shards import validate_shards
-from durable_semaphore.store.validate import validate_key
+from durable_semaphore.store.validate import validate_key, validate_priority, validate_weight
 from durable_semaphore.wake import Waker
 
 __all__ = [
     "MAX_WAKE_TIMEOUT_SECONDS",
     "check_backoff",
     "check_name",
+    "check_per_item",
     "check_positive",
     "check_scope",
     "check_shards",
@@ -113,3 +116,19 @@ def check_waking(wake_timeout_seconds: object, local_wait_seconds: float, waker:
         raise InvalidArgumentError(
             "waker", waker, "must be None, 'auto', 'lambda' or a Waker (with a wake method)"
         )
+
+
+def check_per_item(
+    weight: int | Callable[[Any], int],
+    priority: int | Callable[[Any], int],
+    fair_by: object,
+    limit: int | None,
+) -> None:
+    """A weight and a priority are values or functions of the item (checked per item when
+    functions); ``fair_by`` is a function or None."""
+    if not callable(weight):
+        validate_weight(weight, limit)
+    if not callable(priority):
+        validate_priority(priority)
+    if fair_by is not None and not callable(fair_by):
+        raise InvalidArgumentError("fair_by", fair_by, "must be a function of the item or None")

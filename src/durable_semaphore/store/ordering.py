@@ -42,8 +42,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from durable_semaphore.store.expressions import Expr
 from durable_semaphore.store.model import ORDERED_BASE, TIE_SPACE, Waiter
-from durable_semaphore.store.requests import Expr
 from durable_semaphore.store.schema import (
     PK,
     QUEUE_GROUP,

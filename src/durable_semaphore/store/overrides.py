@@ -19,12 +19,9 @@ gives the item back an ordinary TTL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from durable_semaphore.store.expressions import Expr
 from durable_semaphore.store.schema import OVERRIDE
-
-if TYPE_CHECKING:
-    from durable_semaphore.store.requests import Expr
 
 #: The TTL of a counter that carries an override: 9999-12-31, never reached, so DynamoDB's
 #: sweeper never deletes a key's configuration with its idle rows. Writes that move a TTL

@@ -1,7 +1,7 @@
 """The queue's requests: joining, checking in, leaving, and handing a slot to its head.
 
 Split from :mod:`durable_semaphore.store.requests` (the lease writes), whose conditions,
-:class:`~durable_semaphore.store.requests.Expr` and item positions these share.
+:class:`~durable_semaphore.store.expressions.Expr` and item positions these share.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_semaphore.store import ordering
+from durable_semaphore.store.expressions import Expr
 from durable_semaphore.store.overrides import believe
 from durable_semaphore.store.requests import (
     KEY_FULL_OF_LIVE_LEASES,
     MUST_WAIT,
     NO_LEASE_YET,
     QUEUED_STATE,
-    Expr,
     Fence,
     counter_write,
     fence_conditions,
@@ -225,6 +225,26 @@ class Handover:
     vtime: int | None = None
 
 
+def _release_into(expr: Expr, releaser: Fence, weight: int) -> int:
+    """The releaser's part of a hand-off: its lease goes (fenced) and its units become the
+    waiter's ``weight``; returns the units it freed."""
+    freed = releaser.weight if releaser.weight is not None else 1
+    expr.names["#l"] = releaser.slot
+    expr.removes.append("#l")
+    if weight != freed:
+        expr.sets.append("#c = #c + :delta")  # the waiter's units for the releaser's
+        expr.values[":delta"] = {"N": str(weight - freed)}
+    fence_conditions(
+        expr,
+        now=releaser.now,
+        token=releaser.token,
+        only_granted=releaser.only_granted,
+        seen_expiry=releaser.seen_expiry,
+        weight=freed,
+    )
+    return freed
+
+
 def handoff(
     table: str,
     key: str,
@@ -253,20 +273,7 @@ def handoff(
         values={":grant": to.lease},
     )
     if releaser is not None:
-        freed = releaser.weight if releaser.weight is not None else 1
-        expr.names["#l"] = releaser.slot
-        expr.removes.append("#l")
-        if to.weight != freed:
-            expr.sets.append("#c = #c + :delta")  # the waiter's units for the releaser's
-            expr.values[":delta"] = {"N": str(to.weight - freed)}
-        fence_conditions(
-            expr,
-            now=releaser.now,
-            token=releaser.token,
-            only_granted=releaser.only_granted,
-            seen_expiry=releaser.seen_expiry,
-            weight=freed,
-        )
+        freed = _release_into(expr, releaser, to.weight)
     else:
         expr.sets.append("#c = #c + :ww")
         expr.values[":ww"] = {"N": str(to.weight)}

@@ -123,8 +123,8 @@ from typing import TYPE_CHECKING, Any
 from durable_semaphore.errors import ContentionError, InvalidArgumentError
 from durable_semaphore.store.client import ConditionFailed, StoreIO, create_client
 from durable_semaphore.store.core import MAX_ATTEMPTS
+from durable_semaphore.store.expressions import Expr
 from durable_semaphore.store.model import DEFAULT_TABLE_NAME
-from durable_semaphore.store.requests import Expr
 from durable_semaphore.store.schema import IDLE_GRACE_SECONDS, PK, SK, TTL_ATTRIBUTE, num
 from durable_semaphore.store.validate import (
     validate_holder,
