@@ -180,6 +180,16 @@ def _open_scopes(
     limiters = resolve_limiters(config.limiter)
     if not limiters:
         return []
+    batcher = getattr(config, "item_batcher", None)  # SDK 1.x only
+    batched = bool(getattr(batcher, "max_items_per_batch", 0)) or bool(
+        getattr(batcher, "max_item_bytes_per_batch", 0)
+    )
+    if batched and any(limiter.per_item for limiter in limiters):
+        raise InvalidArgumentError(
+            "limiter",
+            config.limiter,
+            "a per-item key needs one item per branch, and item_batcher batches them",
+        )
     arn = _execution_arn(ctx)
     operation_id = _sdk_compat.next_operation_id(ctx)
     held = HELD_KEYS.get()

@@ -279,3 +279,21 @@ def test_an_uncontended_branch_under_two_limits_costs_two_single_limits(
         one_tenant,
     )
     assert both["UpdateItem"] == 24
+
+
+def test_per_item_keys_refuse_item_batching(semaphore: DynamoDBSemaphore) -> None:
+    """SDK 1.x's item_batcher gives a branch a batch of items: no one key per item."""
+    from types import SimpleNamespace
+
+    from durable_semaphore import sdk
+
+    batcher = SimpleNamespace(max_items_per_batch=10, max_item_bytes_per_batch=0)
+    config = SimpleNamespace(
+        limiter=_limiter(semaphore, per_tenant, 2), max_concurrency=2, item_batcher=batcher
+    )
+    with pytest.raises(InvalidArgumentError, match="item_batcher"):
+        sdk._open_scopes(None, config, [{"tenant": "A"}])  # type: ignore[arg-type]
+    # Control: without batching the same config is taken (up to the context it needs).
+    config.item_batcher = SimpleNamespace(max_items_per_batch=0, max_item_bytes_per_batch=0)
+    with pytest.raises(AttributeError):
+        sdk._open_scopes(None, config, [{"tenant": "A"}])  # type: ignore[arg-type]
