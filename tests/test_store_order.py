@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from durable_semaphore import DynamoDBSemaphore
+from durable_semaphore.demo.observer import jain_fairness
 from durable_semaphore.errors import InvalidArgumentError
 from durable_semaphore.store import TTL_ATTRIBUTE
 from durable_semaphore.store.ordering import RANK_UNIT
@@ -41,10 +42,6 @@ def _grant_order(sem: DynamoDBSemaphore, key: str, holders: list[str], n: int) -
         order.append(result.grants[0].holder)
         holding.append(result.grants[0].holder)
     return order
-
-
-def _jain(counts: list[int]) -> float:
-    return sum(counts) ** 2 / (len(counts) * sum(c * c for c in counts))
 
 
 def _rows(sem: DynamoDBSemaphore) -> list[dict[str, Any]]:
@@ -182,7 +179,7 @@ def test_groups_take_turns_however_long_the_first_ones_backlog(
     assert first_b <= 1
     last_b = max(n for n, holder in enumerate(order) if holder.startswith("B"))
     window = Counter(holder[0] for holder in order[: last_b + 1])
-    jain = _jain([window["A"], window["B"]])
+    jain = jain_fairness([window["A"], window["B"]])
     print(f"\nfirst B grant #{first_b}, window {dict(window)}, Jain {jain:.3f}")
     assert jain >= 0.95
     assert all(order[n][0] != order[n + 1][0] for n in range(last_b))  # strictly alternating

@@ -22,6 +22,7 @@ from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestR
 from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, MapConfig
 from durable_semaphore.demo.embedded import free_port
 from durable_semaphore.demo.lambda_endpoint import local_lambda_endpoint, local_waker
+from durable_semaphore.demo.observer import jain_fairness
 from durable_semaphore.sdk import WAIT_OPERATION_NAME
 from tests.sdk.observe import all_operations
 
@@ -102,12 +103,6 @@ def _tenant(x: dict[str, Any]) -> str:
     return str(x["tenant"])
 
 
-def _jain(values: list[float]) -> float:
-    """Jain's index; 0 when nobody had anything (no window where both were backlogged)."""
-    squares = sum(v * v for v in values)
-    return sum(values) ** 2 / (len(values) * squares) if squares else 0.0
-
-
 def _fairness(records: list[dict[str, Any]]) -> tuple[int, float]:
     """(A's starts between B's first queueing and B's first start, Jain's index over the two
     tenants' starts while both had a backlog: from B's first start to the earlier of their
@@ -118,7 +113,8 @@ def _fairness(records: list[dict[str, Any]]) -> tuple[int, float]:
     passed = sum(1 for t in a if b_queued < t < b[0])
     end = min(a[-1], b[-1])
     counts = [sum(1 for t in starts if b[0] <= t <= end) for starts in (a, b)]
-    return passed, _jain([float(c) for c in counts])
+    # No window where both had a backlog (B ran only after A): 0, not jain_fairness's 1.0.
+    return passed, jain_fairness([float(c) for c in counts]) if any(counts) else 0.0
 
 
 def _tenant_batches() -> list[list[dict[str, Any]]]:

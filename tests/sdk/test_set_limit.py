@@ -19,7 +19,7 @@ from durable_semaphore import DynamoDBLimiter, DynamoDBSemaphore, MapConfig
 from durable_semaphore._store_access import StoreAccess
 from durable_semaphore.demo.embedded import free_port
 from durable_semaphore.demo.lambda_endpoint import local_lambda_endpoint, local_waker
-from durable_semaphore.demo.tenants import in_flight_steps
+from durable_semaphore.demo.observer import overlap_steps
 from tests.sdk.observe import all_operations
 
 CODE_LIMIT = 5
@@ -83,7 +83,7 @@ def _run(semaphore: DynamoDBSemaphore) -> tuple[list[tuple[float, float]], list[
 
 
 def _peak_between(spans: list[tuple[float, float]], start: float, end: float) -> int:
-    steps = in_flight_steps(spans)
+    steps = overlap_steps(spans)
     before = [n for t, n in steps if t < start]
     inside = [n for t, n in steps if start <= t < end]
     return max(inside + before[-1:], default=0)

@@ -107,7 +107,7 @@ def save_tenants_timeline(result: Any, path: str, bare: Any = None) -> str:
     """``demo --scenario tenants``: one line per tenant and the total, the per-tenant limit
     and the total's limit in force (a step where it was raised); the bare SDK's total, when
     compared, in the top panel. ``result`` is a :class:`~.tenants.TenantsResult`."""
-    from durable_semaphore.demo.tenants import in_flight_steps
+    from durable_semaphore.demo.observer import overlap_steps
 
     plt = _pyplot()
     fig, (top, lanes) = plt.subplots(2, 1, figsize=(8, 6.4), sharex=True, dpi=80)
@@ -143,7 +143,7 @@ def save_tenants_timeline(result: Any, path: str, bare: Any = None) -> str:
         by.setdefault(tenant, []).append((start, stop))
     for k, (tenant, spans) in enumerate(sorted(by.items())):
         color = _LANE_COLORS[k % len(_LANE_COLORS)]
-        lanes.step(*_steps(in_flight_steps(spans)), where="post", color=color, label=tenant)
+        lanes.step(*_steps(overlap_steps(spans)), where="post", color=color, label=tenant)
     lanes.axhline(demo.per_tenant, color=_LIMIT_COLOR, linestyle="--", label="per-tenant limit")
     lanes.set_ylim(0, demo.per_tenant + 1)
     lanes.set_ylabel("in flight, per tenant")

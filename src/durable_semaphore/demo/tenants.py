@@ -27,6 +27,7 @@ from aws_durable_execution_sdk_python.config import Duration
 from durable_semaphore.demo import local_runner
 from durable_semaphore.demo.embedded import free_port
 from durable_semaphore.demo.lambda_endpoint import local_lambda_endpoint, local_waker
+from durable_semaphore.demo.observer import all_operations, overlap_steps
 from durable_semaphore.demo.quiet import runner_log_filters
 from durable_semaphore.limiter import DynamoDBLimiter
 from durable_semaphore.sdk import MapConfig
@@ -37,7 +38,6 @@ __all__ = [
     "TenantsResult",
     "format_tenants",
     "ideal_makespan",
-    "in_flight_steps",
     "run_tenants",
 ]
 
@@ -93,11 +93,11 @@ class TenantsResult:
         by: dict[str, list[tuple[float, float]]] = {}
         for start, end, tenant in self.spans:
             by.setdefault(tenant, []).append((start, end))
-        return {t: max(c for _, c in in_flight_steps(s)) for t, s in sorted(by.items())}
+        return {t: max(c for _, c in overlap_steps(s)) for t, s in sorted(by.items())}
 
     @property
     def total_steps(self) -> list[tuple[float, int]]:
-        return in_flight_steps([(s, e) for s, e, _ in self.spans])
+        return overlap_steps([(s, e) for s, e, _ in self.spans])
 
     @property
     def over_total(self) -> list[tuple[float, int, int]]:
@@ -141,17 +141,6 @@ class TenantsResult:
             "invalid_pending_outputs": self.invalid_pending_outputs,
             "ok": self.ok,
         }
-
-
-def in_flight_steps(spans: Sequence[tuple[float, float]]) -> list[tuple[float, int]]:
-    """(instant, count open just after it) at every start and end; an end at the instant
-    another starts closes first."""
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    steps, current = [], 0
-    for t, delta in events:
-        current += delta
-        steps.append((t, current))
-    return steps or [(0.0, 0)]
 
 
 def ideal_makespan(
@@ -225,10 +214,7 @@ def _work_spans(results: list[Any], invoke: bool) -> list[tuple[float, float, st
     kind = "InvokeOperation" if invoke else "WaitOperation"
     spans = []
     for res in results:
-        seen: dict[str, Any] = {}
-        for op in res.get_all_operations():
-            seen.setdefault(op.operation_id, op)
-        for op in seen.values():
+        for op in all_operations(res):
             name = op.name or ""
             if type(op).__name__ == kind and name.startswith(WORK_PREFIX):
                 start, end = op.start_timestamp.timestamp(), op.end_timestamp.timestamp()
