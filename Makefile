@@ -38,9 +38,7 @@ test: prereqs venvs lint
 # The suites run two at a time (each against a DynamoDB Local of its own): the 3.x suite in
 # one slot, the chaos suite, the flow-control tests and then the older SDK lines in the other. They mostly wait (on
 # durable timers, lease expiries and killed processes), so side by side they cost little more
-# than the longest of them; one after another took 13 minutes. Three at a time ran the 1.7
-# line beside both heavy suites, and its real-clock demo test once saw the runner's invalid
-# PENDING output there.
+# than the longest of them; one after another took 13 minutes.
 
 # Every venv `make test` needs, built side by side: pip spends most of its time waiting on
 # unpacking and the index, and five venvs one after another took about four minutes of CI.

@@ -13,7 +13,8 @@ from its signatures, not from version strings:
 **The testing 1.2.1 workaround** (:func:`complete_timers_like_the_service`). That runner
 completes a durable wait or a retry only from a timer on its asyncio loop, and it runs an
 invocation *on* that loop (a coroutine that calls the handler synchronously). So no wait or
-retry can complete while an invocation runs. SDK 1.7 and 2.0 resume a timed branch inside the
+retry can complete while an invocation runs (except from a timer handler the loop dispatched to
+a worker thread just before the invocation began: :class:`_TimersBetweenInvocations`). SDK 1.7 and 2.0 resume a timed branch inside the
 running invocation, after a refresh checkpoint that on the service returns the wait completed.
 Under 1.2.1 it still reads STARTED (or PENDING), so the branch suspends again at once with the
 same past time: once two branches do that while a third still runs, the map never sees every
@@ -30,18 +31,20 @@ The workaround makes the runner do what the service does, through the runner's o
 (nothing of the library is copied): at each checkpoint, first complete the waits and retries
 that are due; accept the newest checkpoint token the runner issued even if a timer bumped the
 sequence since (older tokens stay refused, so a superseded invocation is still fenced); queue
-at most one pending invocation per execution instead of one per timer. The runner's own timer
+at most one pending invocation per execution instead of one per timer; hold the runner's timer
+handlers until a running invocation of their execution ends. The runner's own timer
 then finds its wait already completed; :class:`LateTimerFilter` keeps that expected error off
 the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -206,6 +209,60 @@ class _ServiceTimers:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+class _TimersBetweenInvocations:
+    """Keeps the runner's own timer handlers out of a running invocation of their execution.
+
+    testing 1.2.1 runs an invocation on its loop, but a timer's handler (complete the wait or
+    the retry, then queue an invocation) on a worker thread. A handler the loop dispatched just
+    before it started an invocation therefore completes operations while that invocation runs,
+    after its input was built and unseen by it: the invocation suspends on a wait it had no way
+    to see done, and the runner's check of its PENDING output then finds nothing pending
+    ("Cannot return PENDING status with no pending operations") and retries it 5 s later. The
+    service has no such window: an invocation sees a timer's completion in a checkpoint
+    response, or the completion invokes the function again after it. Measured: 2 of 69
+    SDK 1.7 limiter runs of the demo under load (docs/demo.md#invalid-pending-outputs).
+    A handler that finds its execution's invocation running waits for it to end (counted as
+    ``deferred``); due timers still complete at the invocation's checkpoints, where it sees them.
+    """
+
+    def __init__(self, executor: Any) -> None:
+        self._guard = threading.Lock()
+        self._running: dict[str, threading.Lock] = {}
+        self.deferred = 0
+        for name in ("_on_wait_succeeded", "_on_retry_ready"):
+            setattr(executor, name, self._between_invocations(getattr(executor, name)))
+
+    def _lock(self, execution_arn: str) -> threading.Lock:
+        with self._guard:
+            return self._running.setdefault(execution_arn, threading.Lock())
+
+    @contextlib.contextmanager
+    def invocation(self, execution_arn: str) -> Iterator[None]:
+        """Held for the whole of one invocation, from building its input to checking its output.
+
+        The loop runs one invocation at a time, so it only ever waits here for a handler that
+        is running (milliseconds; a handler never needs the loop); handlers wait for the
+        invocation."""
+        with self._lock(execution_arn):
+            yield
+
+    def _between_invocations(
+        self, handler: Callable[[str, str], None]
+    ) -> Callable[[str, str], None]:
+        def wrapped(execution_arn: str, operation_id: str) -> None:
+            lock = self._lock(execution_arn)
+            if not lock.acquire(blocking=False):
+                with self._guard:
+                    self.deferred += 1
+                lock.acquire()
+            try:
+                handler(execution_arn, operation_id)
+            finally:
+                lock.release()
+
+        return wrapped
+
+
 def complete_timers_like_the_service(runner: Any) -> Callable[[], dict[str, int]]:
     """Apply the testing 1.2.1 workaround to ``runner`` (module docstring); returns a function
     that reports how often it stepped in. Raises ``AttributeError`` if the runner lacks the
@@ -220,6 +277,7 @@ def complete_timers_like_the_service(runner: Any) -> Callable[[], dict[str, int]
     queued: set[str] = set()
     lock = threading.Lock()
     coalesced = 0
+    timers = _TimersBetweenInvocations(executor)
 
     def invoke_handler(execution_arn: str) -> Any:
         inner = make_handler(execution_arn)
@@ -227,7 +285,8 @@ def complete_timers_like_the_service(runner: Any) -> Callable[[], dict[str, int]
         async def invoke() -> None:
             with lock:
                 queued.discard(execution_arn)  # from here on, new work needs a new invocation
-            await inner()
+            with timers.invocation(execution_arn):
+                await inner()
 
         return invoke
 
@@ -249,6 +308,7 @@ def complete_timers_like_the_service(runner: Any) -> Callable[[], dict[str, int]
             "timers_completed": service.completed,
             "tokens_carried": service.tokens_carried,
             "invocations_coalesced": coalesced,
+            "timers_deferred": timers.deferred,
         }
 
     return report
