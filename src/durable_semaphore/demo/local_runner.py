@@ -14,8 +14,9 @@ from its signatures, not from version strings:
 completes a durable wait or a retry only from a timer on its asyncio loop, and it runs an
 invocation *on* that loop (a coroutine that calls the handler synchronously). So no wait or
 retry can complete while an invocation runs (except from a timer handler the loop dispatched to
-a worker thread just before the invocation began: :class:`_TimersBetweenInvocations`). SDK 1.7 and 2.0 resume a timed branch inside the
-running invocation, after a refresh checkpoint that on the service returns the wait completed.
+a worker thread just before the invocation began: :class:`_TimersBetweenInvocations`).
+SDK 1.7 and 2.0 resume a timed branch inside the running invocation, after a refresh
+checkpoint that on the service returns the wait completed.
 Under 1.2.1 it still reads STARTED (or PENDING), so the branch suspends again at once with the
 same past time: once two branches do that while a third still runs, the map never sees every
 branch suspended together and the invocation spins for good. When the invocation does end,
