@@ -380,6 +380,10 @@ class _Pending:
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
+#: Off only in the control test that shows what :meth:`ReleaseQueue.settle` waits for.
+_WAIT_FOR_TAKEN = True
+
+
 class ReleaseQueue:
     """Releases of finished branches, each run once the branch's checkpoint is accepted.
 
@@ -426,8 +430,15 @@ class ReleaseQueue:
             ready = _sdk_compat.operation_terminal(pending.slot.scope.state, pending.operation_id)
             if (ready or drop_unready) and self._take(pending):
                 self._run(pending, release=ready)
-        for pending in running:
-            pending.done.wait(10)
+        # Wait for every matching release another thread runs, including one the watcher took
+        # between the snapshot above and our own take: the map's sweep must not read the key
+        # while such a release is in flight, or it frees that lease itself and the branch's
+        # fenced release then reports its lease lost (a false alarm, and one extra write).
+        for pending in mine + running if _WAIT_FOR_TAKEN else running:
+            with self._lock:
+                queued = pending in self._pending
+            if not queued:
+                pending.done.wait(10)
 
     def _take(self, pending: _Pending) -> bool:
         with self._lock:
