@@ -163,11 +163,9 @@ def slots_of(scopes: Sequence[Scope], index: int) -> list[Slot]:
     branch waits while holding what it took: waiting for its tenant's slot while holding one
     of the shared total would keep that slot from other tenants' branches.
     """
-    pairs = sorted(
-        (((scope.limit, scope.key_of(index)), scope) for scope in scopes), key=lambda p: p[0]
-    )
-    if not _CANONICAL_ORDER:  # pragma: no cover - the deadlock test's control only
-        pairs = [((s.limit, s.key_of(index)), s) for s in scopes]
+    pairs = [((scope.limit, scope.key_of(index)), scope) for scope in scopes]
+    if _CANONICAL_ORDER:  # False only in the deadlock test's control
+        pairs.sort(key=lambda pair: pair[0])
     return [Slot(scope, key, GateNames.of(rank)) for rank, ((_, key), scope) in enumerate(pairs)]
 
 
@@ -434,7 +432,7 @@ class ReleaseQueue:
         # between the snapshot above and our own take: the map's sweep must not read the key
         # while such a release is in flight, or it frees that lease itself and the branch's
         # fenced release then reports its lease lost (a false alarm, and one extra write).
-        for pending in mine + running if _WAIT_FOR_TAKEN else running:
+        for pending in (mine + running) if _WAIT_FOR_TAKEN else running:
             with self._lock:
                 queued = pending in self._pending
             if not queued:

@@ -228,14 +228,14 @@ class _TimersBetweenInvocations:
 
     def __init__(self, executor: Any) -> None:
         self._guard = threading.Lock()
-        self._running: dict[str, threading.Lock] = {}
+        self._locks: dict[str, threading.Lock] = {}
         self.deferred = 0
         for name in ("_on_wait_succeeded", "_on_retry_ready"):
             setattr(executor, name, self._between_invocations(getattr(executor, name)))
 
     def _lock(self, execution_arn: str) -> threading.Lock:
         with self._guard:
-            return self._running.setdefault(execution_arn, threading.Lock())
+            return self._locks.setdefault(execution_arn, threading.Lock())
 
     @contextlib.contextmanager
     def invocation(self, execution_arn: str) -> Iterator[None]:

@@ -31,7 +31,7 @@ def validate_shards(shards: object, limit: int) -> int:
         raise InvalidArgumentError(
             "shards", shards, f"must be an integer from 1 to the limit ({limit})"
         )
-    if -(-limit // shards) > MAX_SLOTS_PER_SHARD:
+    if fullest_shard(limit, shards) > MAX_SLOTS_PER_SHARD:
         raise InvalidArgumentError(
             "shards",
             shards,
@@ -50,6 +50,11 @@ def min_shards(limit: int) -> int:
 def shard_limit(limit: int, shards: int, index: int) -> int:
     """Slots of shard ``index``: the limit split as evenly as it goes."""
     return limit // shards + (1 if index < limit % shards else 0)
+
+
+def fullest_shard(limit: int, shards: int) -> int:
+    """Slots of the fullest shard (the first): what :data:`MAX_SLOTS_PER_SHARD` bounds."""
+    return shard_limit(limit, shards, 0)
 
 
 def shard_key(key: str, shards: int, index: int) -> str:
@@ -89,7 +94,7 @@ def override_shares(limit: int, shards: int) -> list[int]:
             f"is below the {shards} shards the key is stored in: every shard needs a slot "
             f"(set at least {shards}, or change the code's shards)",
         )
-    if -(-limit // shards) > MAX_SLOTS_PER_SHARD:
+    if fullest_shard(limit, shards) > MAX_SLOTS_PER_SHARD:
         raise InvalidArgumentError(
             "limit",
             limit,
