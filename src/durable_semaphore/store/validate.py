@@ -97,25 +97,11 @@ def validate_token(token: object) -> str | None:
 
 
 def validate_arn(execution_arn: object) -> str | None:
-    if execution_arn is None:
-        return None
-    if not isinstance(execution_arn, str) or not execution_arn:
-        raise InvalidArgumentError("execution_arn", execution_arn, "must be a non-empty string")
-    if len(utf8("execution_arn", execution_arn)) > MAX_EXECUTION_ARN_BYTES:
-        raise InvalidArgumentError(
-            "execution_arn", execution_arn, f"is over {MAX_EXECUTION_ARN_BYTES} bytes"
-        )
-    return execution_arn
+    return _optional_text("execution_arn", execution_arn, MAX_EXECUTION_ARN_BYTES)
 
 
 def validate_callback_id(callback_id: object) -> str | None:
-    if callback_id is None:
-        return None
-    if not isinstance(callback_id, str) or not callback_id:
-        raise InvalidArgumentError("callback_id", callback_id, "must be a non-empty string")
-    if len(utf8("callback_id", callback_id)) > MAX_CALLBACK_ID_BYTES:
-        raise InvalidArgumentError("callback_id", callback_id, f"is over {MAX_CALLBACK_ID_BYTES}")
-    return callback_id
+    return _optional_text("callback_id", callback_id, MAX_CALLBACK_ID_BYTES)
 
 
 def validate_position(position: object) -> int | None:
@@ -219,13 +205,18 @@ def validate_priority(priority: object) -> int:
 
 def validate_group(group: object) -> str | None:
     """A fair-sharing group: None, or a non-empty string of at most MAX_GROUP_BYTES."""
-    if group is None:
+    return _optional_text("group", group, MAX_GROUP_BYTES)
+
+
+def _optional_text(name: str, value: object, max_bytes: int) -> str | None:
+    """None, or a non-empty string of at most ``max_bytes`` in UTF-8 (what the row stores)."""
+    if value is None:
         return None
-    if not isinstance(group, str) or not group:
-        raise InvalidArgumentError("group", group, "must be a non-empty string or None")
-    if len(utf8("group", group)) > MAX_GROUP_BYTES:
-        raise InvalidArgumentError("group", group, f"is over {MAX_GROUP_BYTES} bytes")
-    return group
+    if not isinstance(value, str) or not value:
+        raise InvalidArgumentError(name, value, "must be a non-empty string or None")
+    if len(utf8(name, value)) > max_bytes:
+        raise InvalidArgumentError(name, value, f"is over {max_bytes} bytes")
+    return value
 
 
 def validate_aging(aging: object) -> int:
